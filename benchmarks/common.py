@@ -1,0 +1,71 @@
+"""Helpers shared by the benchmark scripts: the validation set, timing, and a table printer.
+
+Benchmarks print figures; they never assert on time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SEPFLOW_DATA", ROOT.parent / "shared" / "data"))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+
+
+def manifest() -> dict:
+    return json.loads((DATA_DIR / "manifest.json").read_text())
+
+
+def pieces(subset: str) -> list[dict]:
+    return [p for p in manifest()["pieces"] if p["subset"] == subset]
+
+
+def load_piece(piece: dict, stems_key: str = "stems", stereo: bool = False):
+    """(mixture, sr, {stem: reference}) with arrays shaped (channels, samples)."""
+    from sepops import load_audio
+
+    mix, sr = load_audio(str(DATA_DIR / piece["files"]["mixture_stereo" if stereo else "mixture"]))
+    refs = {s: load_audio(str(DATA_DIR / piece["files"]["stems"][s]))[0] for s in piece[stems_key]}
+    if stereo:
+        m = np.asarray(piece["stereo_mixing_matrix"], dtype=np.float32)
+        refs = {s: m[:, [piece["stems"].index(s)]] * refs[s] for s in refs}
+    return mix, sr, refs
+
+
+def best_time(fn, *, repeat: int = 3) -> float:
+    """Fastest of ``repeat`` calls, in seconds (the usual estimate of the undisturbed time)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def stereo_44k(seconds: float = 30.0, seed: int = 0) -> np.ndarray:
+    """A 44.1 kHz stereo test signal built from the validation loops (resampled, tiled)."""
+    from sepops.audio import resample
+
+    mix, sr, _ = load_piece(pieces("loops")[seed % 6], stereo=True)
+    x = resample(mix, sr, 44100)
+    reps = int(np.ceil(seconds * 44100 / x.shape[1]))
+    return np.ascontiguousarray(np.tile(x, (1, reps))[:, : int(seconds * 44100)])
+
+
+def print_table(rows: list[dict], title: str = "") -> None:
+    """Print rows (dicts with the same keys) as a Markdown table."""
+    if title:
+        print(f"\n### {title}\n")
+    if not rows:
+        print("(no rows)")
+        return
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "|".join("---" for _ in keys) + "|")
+    for r in rows:
+        print("| " + " | ".join(fmt(r[k]) for k in keys) + " |")

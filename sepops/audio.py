@@ -1,0 +1,246 @@
+"""Audio I/O for any fsspec URI: plain paths, ``file://``, ``memory://``, ``s3://``, ``gs://``.
+
+Arrays are float32 shaped ``(channels, samples)`` everywhere in sepops.
+
+Writes never leave a partial file: the whole file is encoded in memory first, then written
+to a temporary name beside the target and renamed (local files), or uploaded in one request
+(object stores, where a single PUT is atomic). Writing a soundfile straight into an s3fs file
+object would corrupt it anyway: those objects cannot seek while writing.
+"""
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import soundfile as sf
+
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "load_audio",
+    "save_audio",
+    "encode_audio",
+    "resample",
+    "write_bytes_atomic",
+]
+
+#: Formats ``save_audio`` can write, with their default subtype.
+OUTPUT_FORMATS = {"flac": "PCM_16", "wav": "PCM_16"}
+#: Subtypes allowed per output format (FLAC stores integers only).
+OUTPUT_SUBTYPES = {"flac": ("PCM_16", "PCM_24"), "wav": ("PCM_16", "PCM_24", "FLOAT")}
+
+
+class AudioError(Exception):
+    """A file could not be used as audio. ``kind`` is a short machine-readable cause.
+
+    Kinds: ``not_found``, ``unreadable``, ``empty``, ``unsupported``, ``non_finite``,
+    ``too_long``, ``invalid``.
+    """
+
+    def __init__(self, uri: str, kind: str, message: str):
+        self.uri = uri
+        self.kind = kind
+        self.message = message
+        super().__init__(f"{uri}: {message}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file, read without decoding the samples."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def _read_bytes(uri: str) -> bytes:
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if fs.isdir(path):
+            raise AudioError(uri, "unreadable", "is a directory, not an audio file")
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except AudioError:
+        raise
+    except FileNotFoundError as exc:
+        raise AudioError(uri, "not_found", f"file not found ({exc})") from exc
+    except IsADirectoryError as exc:
+        raise AudioError(uri, "unreadable", "is a directory, not an audio file") from exc
+    except Exception as exc:  # noqa: BLE001 - any storage failure becomes a named cause
+        raise AudioError(uri, "unreadable", f"cannot read ({type(exc).__name__}: {exc})") from exc
+
+
+def _open_soundfile(uri: str, data: bytes) -> sf.SoundFile:
+    if len(data) == 0:
+        raise AudioError(uri, "empty", "file is empty (0 bytes)")
+    try:
+        return sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError as exc:
+        raise AudioError(uri, "unsupported", f"not a readable audio file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise AudioError(uri, "unsupported", f"not a readable audio file ({exc})") from exc
+
+
+def audio_info(uri: str) -> AudioInfo:
+    """Read the header of ``uri``.
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, empty or not a format libsndfile can read.
+    """
+    data = _read_bytes(uri)
+    with _open_soundfile(uri, data) as f:
+        return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+
+
+def load_audio(
+    uri: str,
+    *,
+    sr: int | None = None,
+    mono: bool = False,
+    max_duration_s: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode an audio file into float32 samples.
+
+    Parameters
+    ----------
+    uri : str
+        Path or fsspec URL (``s3://bucket/a.flac``, ``memory://x.wav`` ...).
+    sr : int, optional
+        Resample to this rate (soxr, high quality). ``None`` keeps the file's rate.
+    mono : bool
+        Average the channels into one.
+    max_duration_s : float, optional
+        Refuse files longer than this (``AudioError`` kind ``too_long``), checked from the
+        header before decoding.
+
+    Returns
+    -------
+    audio : np.ndarray, shape (channels, samples), float32
+        Integer files are scaled to [-1, 1).
+    sample_rate : int
+
+    Raises
+    ------
+    AudioError
+        Naming ``uri`` and the cause: missing, unreadable, empty, unsupported format,
+        non-finite samples or too long.
+    """
+    data = _read_bytes(uri)
+    with _open_soundfile(uri, data) as f:
+        native_sr = f.samplerate
+        if f.frames == 0:
+            raise AudioError(uri, "empty", "file holds no samples")
+        if max_duration_s is not None and f.frames / native_sr > max_duration_s:
+            raise AudioError(
+                uri, "too_long",
+                f"{f.frames / native_sr:.1f} s is longer than the limit of {max_duration_s:g} s",
+            )
+        try:
+            audio = f.read(dtype="float32", always_2d=True).T
+        except Exception as exc:  # noqa: BLE001 - truncated/corrupt payloads
+            raise AudioError(uri, "unreadable", f"corrupt audio data ({exc})") from exc
+    if audio.shape[1] == 0:
+        raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")
+    if not np.isfinite(audio).all():
+        bad = int((~np.isfinite(audio)).sum())
+        raise AudioError(uri, "non_finite", f"{bad} samples are NaN or infinite")
+    audio = np.ascontiguousarray(audio)
+    if mono and audio.shape[0] > 1:
+        audio = audio.mean(axis=0, keepdims=True)
+    if sr is not None and sr != native_sr:
+        audio = resample(audio, native_sr, sr)
+        native_sr = sr
+    return audio, int(native_sr)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int, *, quality: str = "HQ") -> np.ndarray:
+    """Resample ``(channels, samples)`` audio with soxr."""
+    if sr_in == sr_out:
+        return audio
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(audio.T), sr_in, sr_out, quality=quality)
+    return np.ascontiguousarray(np.atleast_2d(out.T) if out.ndim == 1 else out.T, dtype=np.float32)
+
+
+def encode_audio(
+    audio: np.ndarray, sr: int, *, format: str = "flac", subtype: str | None = None
+) -> bytes:
+    """Encode ``(channels, samples)`` audio into the bytes of a whole file.
+
+    Integer subtypes clip to [-1, 1) rather than wrapping around.
+    """
+    fmt = format.lower()
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format {format!r} not supported; choose one of {sorted(OUTPUT_FORMATS)}")
+    subtype = (subtype or OUTPUT_FORMATS[fmt]).upper()
+    if subtype not in OUTPUT_SUBTYPES[fmt]:
+        raise ValueError(
+            f"subtype {subtype!r} not supported for {fmt}; choose one of {list(OUTPUT_SUBTYPES[fmt])}"
+        )
+    audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    if subtype != "FLOAT":
+        audio = np.clip(audio, -1.0, 1.0 - 2.0**-23)
+    buf = io.BytesIO()
+    sf.write(buf, audio.T, int(sr), format=fmt.upper(), subtype=subtype)
+    return buf.getvalue()
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` so that readers see either nothing or the whole file."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        parent = path.rsplit("/", 1)[0]
+        if parent and protocol == "memory":
+            fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, data)
+
+
+def save_audio(
+    uri: str,
+    audio: np.ndarray,
+    sr: int,
+    *,
+    format: str | None = None,
+    subtype: str | None = None,
+) -> None:
+    """Encode and write ``(channels, samples)`` audio atomically.
+
+    Parameters
+    ----------
+    format : {"flac", "wav"}, optional
+        Defaults to the extension of ``uri`` (else FLAC).
+    subtype : str, optional
+        ``PCM_16`` (default), ``PCM_24``, or ``FLOAT`` (WAV only).
+    """
+    if format is None:
+        ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else "flac"
+        format = ext if ext in OUTPUT_FORMATS else "flac"
+    write_bytes_atomic(uri, encode_audio(audio, sr, format=format, subtype=subtype))

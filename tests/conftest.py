@@ -1,0 +1,60 @@
+"""Shared fixtures: the ground-truth validation set in ../shared/data and small synthetic audio."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SEPFLOW_DATA", ROOT.parent / "shared" / "data"))
+
+# librosa/numba compile on first use; a writable cache keeps that to once per machine.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+
+
+def _manifest():
+    path = DATA_DIR / "manifest.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if _manifest() is None:
+        pytest.skip(f"validation set not found at {DATA_DIR} (set SEPFLOW_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def manifest(data_dir):
+    return _manifest()
+
+
+def pieces(manifest, subset: str) -> list[dict]:
+    return [p for p in manifest["pieces"] if p["subset"] == subset]
+
+
+def load_piece(data_dir: Path, piece: dict, stems_key: str = "stems", stereo: bool = False):
+    """Return (mixture, sr, {stem: audio}) for one manifest piece; arrays are (channels, samples)."""
+    from sepops import load_audio
+
+    mix_key = "mixture_stereo" if stereo else "mixture"
+    mix, sr = load_audio(str(data_dir / piece["files"][mix_key]))
+    refs = {s: load_audio(str(data_dir / piece["files"]["stems"][s]))[0] for s in piece[stems_key]}
+    if stereo:
+        if stems_key != "stems":
+            raise ValueError("stereo references exist only for the main stems (the mixing matrix's columns)")
+        # The stereo mixture is M @ stems: each stem's stereo image is its column of M times it.
+        m = np.asarray(piece["stereo_mixing_matrix"], dtype=np.float32)  # (2, n_stems)
+        order = piece["stems"]
+        refs = {s: m[:, [order.index(s)]] * refs[s] for s in refs}
+    return mix, sr, refs
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
