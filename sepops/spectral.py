@@ -58,7 +58,7 @@ def stft(
     channels, n = x.shape
     n_frames = 1 + n // hop_length
     pad = n_fft // 2
-    total = (n_frames - 1) * hop_length + n_fft
+    total = max((n_frames - 1) * hop_length + n_fft, pad + n)
     padded = np.zeros((channels, total), dtype=np.float32)
     padded[:, pad : pad + n] = x
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop_length]
