@@ -51,13 +51,16 @@ def stft(
     Returns
     -------
     np.ndarray, complex64, shape (channels, 1 + n_fft // 2, frames)
-        ``frames = 1 + samples // hop_length``; frame ``t`` is centred on sample ``t * hop_length``.
+        ``frames = 1 + samples // hop_length`` (more only when ``hop_length`` is close to
+        ``n_fft``); frame ``t`` is centred on sample ``t * hop_length``.
     """
     StftConfig(n_fft, hop_length, window)
     x = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     channels, n = x.shape
-    n_frames = 1 + n // hop_length
     pad = n_fft // 2
+    # 1 + n // hop frames (librosa's count), plus any needed so that windows with little
+    # overlap (hop close to n_fft) still cover the last sample.
+    n_frames = max(1 + n // hop_length, 1 - (-(n + pad - n_fft) // hop_length))
     total = max((n_frames - 1) * hop_length + n_fft, pad + n)
     padded = np.zeros((channels, total), dtype=np.float32)
     padded[:, pad : pad + n] = x
