@@ -18,6 +18,7 @@ CORE = [
     "fsspec>=2023.6",
     "pyyaml>=6",
     "fast-bss-eval>=0.1.4",
+    "safetensors>=0.4",
 ]
 
 EXTRAS = {

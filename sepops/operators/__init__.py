@@ -1,2 +1,3 @@
 """All separation operators, one module each. Importing this package registers them."""
 from . import oracle  # noqa: F401
+from . import unet  # noqa: F401
