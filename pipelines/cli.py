@@ -1,0 +1,218 @@
+"""The ``sepflow`` command.
+
+Subcommands are registered in ``SUBCOMMANDS`` as ``name -> Subcommand(help, add_arguments,
+handler)``; adding one (``train``, ``export-onnx``) is one function pair and one entry::
+
+    SUBCOMMANDS["train"] = Subcommand("train a U-Net", add_train_arguments, train_handler)
+
+A handler gets the parsed ``argparse.Namespace`` and the arguments argparse did not know
+(for ``run``: Beam pipeline options) and returns the exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import textwrap
+import typing
+from typing import Callable, NamedTuple, Optional, Sequence
+
+__all__ = ["main", "SUBCOMMANDS", "Subcommand"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the pipeline itself failed
+EXIT_USAGE = 2  # bad flags, config or inputs: nothing ran
+EXIT_TRACK_ERRORS = 3  # with --strict: the job finished but some tracks failed
+
+
+class Subcommand(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace, list[str]], int]
+    #: True when unknown flags are passed on to the handler (Beam options) instead of rejected.
+    passes_unknown_args: bool = False
+    description: str = ""
+
+
+# --- run ------------------------------------------------------------------------------------
+RUN_DESCRIPTION = """\
+Separate every track of a catalog into stems and write Parquet metadata.
+
+Output layout:
+  <output>/stems/<track_id>/<operator label>/<stem>.<ext>
+  <output>/metadata/*.parquet             one row per (track, operator, stem) or error
+  <output>/dead_letter/<label>/<track_id>.json   failed tracks, with the cause
+  <output>/_sepflow/                      per-unit parts and run records (bookkeeping)
+
+Any other flag is a Beam pipeline option. Runners:
+  (default)                the in-process runner (Beam's FnApiRunner)
+  --runner=DirectRunner --direct_num_workers=4 --direct_running_mode=multi_processing
+  --runner=DaskRunner --dask_client_address=tcp://scheduler:8786
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp --setup_file=./setup.py
+
+examples:
+  sepflow run --config configs/hpss.yaml --input 'music/**/*.flac' --output out/
+  sepflow run --config configs/multi.yaml --input s3://catalog/tracks/ --output s3://catalog/stems \\
+      --set audio.format=wav --set hpss.kernel_size=17
+"""
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import SepflowOptions
+
+    SepflowOptions._add_argparse_args(parser)
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with status {EXIT_TRACK_ERRORS} when any track failed (default: 0 once the job finished)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's and sepflow's progress messages")
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from .config import ConfigError, load_job_config
+    from .io import InputError
+    from .run import run_job
+
+    missing = [flag for flag, value in (("--input", args.inputs), ("--output", args.output)) if not value]
+    if args.config is None and not args.operators:
+        missing.append("--config (or --operator)")
+    if missing:
+        print(f"sepflow run: missing {', '.join(missing)}; see sepflow run --help", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        job = load_job_config(args.config, operators=args.operators, overrides=args.overrides)
+        summary = run_job(
+            job,
+            args.inputs,
+            args.output,
+            beam_args,
+            overwrite=True if args.overwrite else None,
+            progress=args.progress,
+        )
+    except (ConfigError, InputError) as exc:
+        print(f"sepflow run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.progress:  # the summary was not printed yet
+        print(summary.table(), file=sys.stderr)
+    if args.strict and summary.tracks_error:
+        return EXIT_TRACK_ERRORS
+    return EXIT_OK
+
+
+# --- operators ----------------------------------------------------------------------------
+def _add_operators_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="show one operator only")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _type_name(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(map(str, args))
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin in (tuple, list):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _import_beam_quietly() -> None:
+    # apache_beam's GCP modules log a root-logger warning on import when the optional Google
+    # client libraries are missing; that is noise unless you run on Dataflow.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        import apache_beam  # noqa: F401
+    finally:
+        root.setLevel(level)
+
+
+def _operators(args: argparse.Namespace, _: list[str]) -> int:
+    from sepops.base import OperatorConfigError, list_operators, operator_class
+
+    names = [args.name] if args.name else list_operators()
+    described = []
+    for name in names:
+        try:
+            cls = operator_class(name)
+        except OperatorConfigError as exc:
+            print(f"sepflow operators: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        hints = typing.get_type_hints(cls.Config)
+        params = []
+        for f in dataclasses.fields(cls.Config):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            params.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default})
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        described.append(
+            {"name": name, "doc": doc, "needs_references": cls.needs_references, "params": params}
+        )
+    if args.json:
+        print(json.dumps(described, indent=1, default=str))
+        return EXIT_OK
+    for d in described:
+        note = "  (oracle: needs the true stems, not for catalogs)" if d["needs_references"] else ""
+        print(f"{d['name']}{note}")
+        if d["doc"]:
+            print(textwrap.indent(textwrap.fill(d["doc"], 88), "    "))
+        for p in d["params"]:
+            print(f"    {p['name']:<22} {p['type']:<28} default {p['default']!r}")
+        print()
+    return EXIT_OK
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "run": Subcommand(
+        "separate a catalog (folder, bucket, manifest) with Beam",
+        _add_run_arguments,
+        _run,
+        passes_unknown_args=True,
+        description=RUN_DESCRIPTION,
+    ),
+    "operators": Subcommand("list the separation operators and their parameters", _add_operators_arguments, _operators),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sepflow",
+        description="Music source separation for whole catalogs, as an Apache Beam batch pipeline.",
+        epilog="`sepflow <command> --help` explains each command.",
+    )
+    from . import sepflow_version
+
+    parser.add_argument("--version", action="version", version=f"sepflow {sepflow_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, command in SUBCOMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.description or command.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    _import_beam_quietly()
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    command = SUBCOMMANDS[args.command]
+    if unknown and not command.passes_unknown_args:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("sepflow").setLevel(logging.INFO)
+    return command.handler(args, unknown)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

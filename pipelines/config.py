@@ -1,0 +1,355 @@
+"""Job configuration: YAML file + ``--operator`` + ``--set key=value`` -> a validated ``JobConfig``.
+
+A job file looks like this (every section but ``operators`` is optional)::
+
+    operators:                 # one or more; several share each track's STFT
+      - operator: hpss         # a registered sepops operator (`sepflow operators` lists them)
+        label: hpss            # optional; names the output folder, unique per job
+        params: {kernel_size: 31, mask: soft}
+    stft:                      # defaults for operators that have n_fft/hop_length/window
+      n_fft: 2048
+      hop_length: 512
+      window: hann
+    audio:
+      format: flac             # flac | wav
+      subtype: PCM_16          # PCM_16 | PCM_24 | FLOAT (wav only); default per format
+      sample_rate: null        # null keeps each input's rate
+      mono: false
+    job:
+      max_duration_s: 1800     # longer tracks become error rows (too_long)
+      min_duration_s: 0.1      # shorter tracks become error rows (too_short)
+      overwrite: false
+      extensions: [flac, wav, ogg, mp3, aiff, aif]
+
+Every mistake (unknown key, wrong type, unknown operator, bad operator parameter) raises
+``ConfigError`` naming the key, before any pipeline is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import yaml
+
+from sepops.base import OperatorConfigError, _coerce, build_config, operator_class
+
+__all__ = [
+    "ConfigError",
+    "OperatorSpec",
+    "AudioSettings",
+    "StftSettings",
+    "JobSettings",
+    "JobConfig",
+    "load_job_config",
+    "job_config_from_dict",
+]
+
+#: Operator parameters the ``stft`` section fills in when an operator's config has them.
+STFT_PARAMS = ("n_fft", "hop_length", "window")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    """The job configuration is invalid; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """How stems are written (and whether inputs are resampled or downmixed on decoding)."""
+
+    format: Literal["flac", "wav"] = "flac"
+    subtype: Optional[Literal["PCM_16", "PCM_24", "FLOAT"]] = None
+    sample_rate: Optional[int] = None
+    mono: bool = False
+
+    def __post_init__(self):
+        if self.format == "flac" and self.subtype == "FLOAT":
+            raise ValueError("subtype FLOAT needs format wav (FLAC stores integers only)")
+        if self.sample_rate is not None and self.sample_rate < 1000:
+            raise ValueError(f"sample_rate must be >= 1000 Hz or null, got {self.sample_rate}")
+
+    @property
+    def extension(self) -> str:
+        return self.format
+
+
+@dataclass(frozen=True)
+class StftSettings:
+    """Default STFT for every operator; one STFT per track is shared by all operators using it."""
+
+    n_fft: int = 2048
+    hop_length: int = 512
+    window: str = "hann"
+
+    def __post_init__(self):
+        from sepops.spectral import StftConfig
+
+        StftConfig(self.n_fft, self.hop_length, self.window)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Per-track limits and re-run behaviour."""
+
+    max_duration_s: Optional[float] = 1800.0
+    min_duration_s: float = 0.1
+    overwrite: bool = False
+    extensions: tuple[str, ...] = ("flac", "wav", "ogg", "mp3", "aiff", "aif")
+
+    def __post_init__(self):
+        if self.max_duration_s is not None and self.max_duration_s <= 0:
+            raise ValueError(f"max_duration_s must be > 0 or null, got {self.max_duration_s}")
+        if self.min_duration_s < 0:
+            raise ValueError(f"min_duration_s must be >= 0, got {self.min_duration_s}")
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """One operator of the job with its complete, validated parameters (defaults included)."""
+
+    operator: str
+    label: str
+    params: dict = field(hash=False)
+
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    operators: tuple[OperatorSpec, ...]
+    audio: AudioSettings = AudioSettings()
+    stft: StftSettings = StftSettings()
+    job: JobSettings = JobSettings()
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.label for s in self.operators]
+
+    def to_dict(self) -> dict:
+        return {
+            "operators": [
+                {"operator": s.operator, "label": s.label, "params": s.params} for s in self.operators
+            ],
+            "audio": dataclasses.asdict(self.audio),
+            "stft": dataclasses.asdict(self.stft),
+            "job": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.job).items()},
+        }
+
+    def operators_key(self) -> str:
+        """Identifies the set of operators to build (the per-process cache key)."""
+        return json.dumps([[s.operator, s.label, s.params] for s in self.operators], sort_keys=True)
+
+    def unit_digest(self, spec: OperatorSpec) -> str:
+        """Fingerprint of everything that decides one operator's stem files.
+
+        A re-run skips a (track, operator) only when its recorded digest equals this one, so
+        changing a parameter or the output format redoes the work without ``--overwrite``.
+        """
+        facts = {
+            "operator": spec.operator,
+            "params": spec.params,
+            "audio": dataclasses.asdict(self.audio),
+        }
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_SECTIONS: dict[str, type] = {"audio": AudioSettings, "stft": StftSettings, "job": JobSettings}
+_TOP_LEVEL_KEYS = ("operators", *_SECTIONS)
+_OPERATOR_KEYS = ("operator", "label", "params")
+
+
+def _build_section(cls: type, values: Any, section: str, source: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: '{section}' must be a mapping, got {type(values).__name__}")
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {', '.join(f'{section}.{k}' for k in unknown)}; "
+            f"valid keys in '{section}': {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    coerced = {}
+    for key, value in values.items():
+        try:
+            # Same type rules as operator parameters (strings from --set are parsed).
+            coerced[key] = _coerce(value, hints[key], f"{section}.{key}")
+        except OperatorConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    try:
+        return cls(**coerced)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: '{section}': {exc}") from None
+
+
+def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> OperatorSpec:
+    where = f"operators[{index}]"
+    if isinstance(entry, str):
+        entry = {"operator": entry}
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping with 'operator' and 'params'")
+    unknown = sorted(set(entry) - set(_OPERATOR_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {', '.join(f'{where}.{k}' for k in unknown)}; "
+            f"valid keys: {', '.join(_OPERATOR_KEYS)}"
+        )
+    name = entry.get("operator")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: {where}.operator is missing (the name of a registered operator)")
+    label = entry.get("label") or name
+    if not isinstance(label, str) or not _LABEL_RE.match(label):
+        raise ConfigError(
+            f"{source}: {where}.label {label!r} must be letters, digits, '_', '-' or '.' "
+            "(it becomes a folder name)"
+        )
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{source}: {where}.params must be a mapping, got {type(params).__name__}")
+    try:
+        cls = operator_class(name)
+    except OperatorConfigError as exc:
+        raise ConfigError(f"{source}: {where}.operator: {exc}") from None
+    if cls.needs_references:
+        raise ConfigError(
+            f"{source}: {where}.operator {name!r} needs the true stems (an oracle); "
+            "it cannot run on a catalog of mixtures"
+        )
+    config_fields = {f.name for f in dataclasses.fields(cls.Config)}
+    # The job-wide STFT fills in what the operator's own params leave unset, so operators
+    # of one job agree on the STFT and share it.
+    stft_defaults = {k: getattr(stft, k) for k in STFT_PARAMS if k in config_fields and k not in params}
+    try:
+        config = build_config(cls.Config, {**stft_defaults, **params}, operator=name)
+    except OperatorConfigError as exc:
+        raise ConfigError(f"{source}: {where}.params: {exc}") from None
+    return OperatorSpec(operator=name, label=label, params=_config_as_json(config))
+
+
+def _config_as_json(config: Any) -> dict:
+    # A JSON round trip gives plain lists/numbers: the form recorded in the metadata.
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return json.loads(json.dumps(values, default=lambda v: v.item() if hasattr(v, "item") else list(v)))
+
+
+def _parse_set(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. audio.format=wav or hpss.kernel_size=31")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if len(path) != 2 or not all(path):
+        raise ConfigError(
+            f"--set {item!r}: key must be <section>.<key> (sections: {', '.join(_SECTIONS)}) "
+            "or <operator label>.<param>"
+        )
+    # YAML scalars: "31" -> 31, "true" -> True, "null" -> None, "[a, b]" -> list.
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def _apply_overrides(raw: dict, operators: list[str] | None, overrides: list[str]) -> dict:
+    raw = json.loads(json.dumps(raw))  # deep copy of plain YAML data
+    entries = raw.get("operators")
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise ConfigError("'operators' must be a list of {operator, label, params} mappings")
+    entries = [{"operator": e} if isinstance(e, str) else e for e in entries]
+
+    if operators:
+        chosen = []
+        for name in operators:
+            matches = [e for e in entries if isinstance(e, dict) and name in (e.get("label"), e.get("operator"))]
+            # An operator not in the file runs with its default parameters.
+            chosen.extend(matches or [{"operator": name}])
+        entries = chosen
+    raw["operators"] = entries
+
+    for item in overrides or []:
+        (head, key), value = _parse_set(item)
+        if head in _SECTIONS:
+            section = raw.get(head) or {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"'{head}' must be a mapping")
+            section[key] = value
+            raw[head] = section
+            continue
+        targets = [e for e in entries if isinstance(e, dict) and head in (e.get("label") or e.get("operator"),)]
+        if not targets:
+            labels = [e.get("label") or e.get("operator") for e in entries if isinstance(e, dict)]
+            raise ConfigError(
+                f"--set {item!r}: unknown key '{head}'; use a section ({', '.join(_SECTIONS)}) "
+                f"or an operator label of this job ({', '.join(map(str, labels)) or 'none'})"
+            )
+        for e in targets:
+            e["params"] = {**(e.get("params") or {}), key: value}
+    return raw
+
+
+def job_config_from_dict(
+    raw: dict | None,
+    *,
+    operators: list[str] | None = None,
+    overrides: list[str] | None = None,
+    source: str = "config",
+) -> JobConfig:
+    """Validate a parsed YAML mapping plus CLI overrides into a ``JobConfig``."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping with {', '.join(_TOP_LEVEL_KEYS)}")
+    unknown = sorted(set(raw) - set(_TOP_LEVEL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {', '.join(map(repr, unknown))}; valid top-level keys: "
+            f"{', '.join(_TOP_LEVEL_KEYS)}"
+        )
+    raw = _apply_overrides(raw, operators, overrides or [])
+    sections = {name: _build_section(cls, raw.get(name), name, source) for name, cls in _SECTIONS.items()}
+    if not raw["operators"]:
+        raise ConfigError(f"{source}: no operators; add an 'operators' list or pass --operator NAME")
+    specs = tuple(_operator_spec(e, i, sections["stft"], source) for i, e in enumerate(raw["operators"]))
+    labels = [s.label for s in specs]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"{source}: operator label(s) {', '.join(duplicates)} used twice; give each entry a unique 'label'"
+        )
+    return JobConfig(operators=specs, **sections)
+
+
+def load_job_config(
+    path: str | None,
+    *,
+    operators: list[str] | None = None,
+    overrides: list[str] | None = None,
+) -> JobConfig:
+    """Read a YAML job file (any fsspec URI) and apply ``--operator`` / ``--set`` overrides.
+
+    ``path`` may be ``None`` when ``--operator`` names what to run (all defaults).
+    """
+    if path is None:
+        return job_config_from_dict({}, operators=operators, overrides=overrides, source="command line")
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return job_config_from_dict(raw, operators=operators, overrides=overrides, source=path)

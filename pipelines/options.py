@@ -1,0 +1,64 @@
+"""``SepflowOptions``: the catalog job's own flags, as Beam pipeline options.
+
+The same definitions serve ``sepflow run`` (argparse) and ``PipelineOptions(...).view_as(
+SepflowOptions)``; every other flag on the command line is a Beam pipeline option
+(``--runner``, ``--direct_num_workers``, ``--dask_client_address``, ``--project`` ...).
+"""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ["SepflowOptions"]
+
+
+class SepflowOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--config",
+            default=None,
+            help="YAML job file (operators, stft, audio, job), e.g. configs/hpss.yaml",
+        )
+        parser.add_argument(
+            "--input",
+            dest="inputs",
+            action="append",
+            default=None,
+            help="tracks to separate: a glob (quote it; '**' recurses), a folder, a file, or a "
+            "manifest .csv/.parquet with a 'uri' column; any fsspec URI (s3://, gs://). Repeatable.",
+        )
+        parser.add_argument(
+            "--output",
+            default=None,
+            help="where stems/, metadata/ and dead_letter/ go (a folder or an s3:// / gs:// prefix)",
+        )
+        parser.add_argument(
+            "--operator",
+            dest="operators",
+            action="append",
+            default=None,
+            help="run only this operator (a label of the config, or any registered operator with its "
+            "default parameters). Repeatable.",
+        )
+        parser.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=None,
+            metavar="KEY=VALUE",
+            help="override one config value: audio.format=wav, job.max_duration_s=600, "
+            "stft.n_fft=4096, or <operator label>.<param>=<value> (hpss.kernel_size=31). Repeatable.",
+        )
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            default=False,
+            help="redo tracks whose outputs are already complete (default: skip them)",
+        )
+        parser.add_argument(
+            "--no_progress",
+            dest="progress",
+            action="store_false",
+            default=True,
+            help="do not print the live progress line on stderr",
+        )

@@ -1,0 +1,334 @@
+"""Build and run the catalog job; print progress and a final summary.
+
+>>> from pipelines.config import load_job_config
+>>> from pipelines.run import run_job
+>>> summary = run_job(load_job_config("configs/hpss.yaml"), ["data/**/*.flac"], "out/")
+
+Runners (any Beam pipeline option can be passed in ``beam_args``):
+
+- no ``--runner`` or ``--runner=DirectRunner``: Beam's in-process FnApiRunner, named
+  explicitly. (Beam 2.77's DirectRunner would first try to download and start its Prism
+  runner binary, and only fall back to the FnApiRunner when that fails.)
+  ``--direct_num_workers=N --direct_running_mode=multi_processing`` uses N processes.
+- ``--runner=DaskRunner --dask_client_address=HOST:PORT``: a ``dask.distributed`` cluster.
+- ``--runner=DataflowRunner --project ... --region ... --temp_location gs://... --setup_file
+  ./setup.py``: Google Cloud Dataflow.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Optional, Sequence, TextIO
+
+import apache_beam as beam
+import fsspec
+import pyarrow as pa
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+
+from . import sepflow_version
+from .config import JobConfig
+from .io import Track, join_uri, match_inputs
+from .metadata import METADATA_DIR, PARTS_DIR, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, consolidate
+from .transforms import SeparateCatalog
+
+__all__ = ["run_job", "RunSummary", "pipeline_options", "make_runner"]
+
+_LOG = logging.getLogger("sepflow")
+_IN_PROCESS_NAMES = {"directrunner", "direct", "fnapirunner"}
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def pipeline_options(beam_args: Sequence[str], n_tracks: int) -> PipelineOptions:
+    """Beam options from the command line, with the defaults this job needs."""
+    options = PipelineOptions(list(beam_args))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"
+    # Workers import sepops/pipelines as installed packages; nothing from __main__ is needed.
+    options.view_as(SetupOptions).save_main_session = False
+    if _runner_name(options) == "daskrunner":
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        dask = options.view_as(DaskOptions)
+        # The DaskRunner's default puts up to 128 elements in one partition, i.e. a small
+        # catalog on one worker. One partition per track lets the scheduler balance them.
+        if not getattr(dask, "npartitions", None) and not getattr(dask, "partition_size", None):
+            dask.npartitions = max(1, min(n_tracks, 10_000))
+    return options
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if not isinstance(runner, str):
+        runner = type(runner).__name__
+    return runner.rsplit(".", 1)[-1].lower()
+
+
+def make_runner(options: PipelineOptions):
+    """The runner object for ``options``; DirectRunner means the in-process FnApiRunner."""
+    name = _runner_name(options)
+    if name in _IN_PROCESS_NAMES:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        direct = options.view_as(DirectOptions)
+        if (direct.direct_num_workers or 1) > 1 and direct.direct_running_mode == "in_memory":
+            # FnApiRunner ignores extra workers in in_memory mode; say so instead of silently.
+            _LOG.warning("--direct_num_workers > 1 needs --direct_running_mode=multi_processing (or multi_threading)")
+        return FnApiRunner()
+    from apache_beam.runners.runner import create_runner
+
+    return create_runner(options.view_as(StandardOptions).runner)
+
+
+@dataclass
+class RunSummary:
+    """What a run did. Counts of *tracks* treat a track as failed if any operator failed on it."""
+
+    run_id: str
+    output: str
+    runner: str
+    tracks_ok: int
+    tracks_error: int
+    tracks_skipped: int
+    units_ok: int
+    units_error: int
+    units_skipped: int
+    stems_written: int
+    audio_s: float
+    wall_s: float
+    errors: list = field(default_factory=list)
+    metadata: Optional[pa.Table] = field(default=None, repr=False)
+
+    @property
+    def tracks(self) -> int:
+        return self.tracks_ok + self.tracks_error + self.tracks_skipped
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "metadata"}
+
+    def table(self) -> str:
+        """The summary as a Markdown table."""
+        rows = [
+            ("tracks", self.tracks),
+            ("tracks ok", self.tracks_ok),
+            ("tracks error", self.tracks_error),
+            ("tracks skipped (already complete)", self.tracks_skipped),
+            ("(track, operator) ok / error / skipped", f"{self.units_ok} / {self.units_error} / {self.units_skipped}"),
+            ("stems written", self.stems_written),
+            ("audio separated", f"{self.audio_s / 3600:.3f} h ({self.audio_s:.1f} s)"),
+            ("wall time", f"{self.wall_s:.1f} s"),
+            ("speed", f"{self.audio_s / self.wall_s:.1f}x real time" if self.wall_s > 0 else "-"),
+            ("runner", self.runner),
+            ("metadata", join_uri(self.output, METADATA_DIR)),
+        ]
+        lines = ["| sepflow run " + self.run_id + " | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in rows]
+        if self.errors:
+            lines += ["", "| track | operator | error | message |", "|---|---|---|---|"]
+            for e in self.errors[:20]:
+                lines.append(f"| {e['track_id']} | {e['label']} | {e['error_type']} | {e['error_message'][:120]} |")
+            if len(self.errors) > 20:
+                lines.append(f"| ... {len(self.errors) - 20} more in {join_uri(self.output, 'dead_letter')} | | | |")
+        return "\n".join(lines)
+
+
+def summarize(table: pa.Table, run_id: str, output: str, runner: str, wall_s: float) -> RunSummary:
+    rows = table.select(["track_id", "label", "stem", "status", "duration_s", "error_type", "error_message"]).to_pylist()
+    unit_status: dict[tuple[str, str], str] = {}
+    track_duration: dict[str, float] = {}
+    errors = []
+    for r in rows:
+        unit_status[(r["track_id"], r["label"])] = r["status"]
+        if r["status"] == STATUS_OK and r["duration_s"] is not None:
+            track_duration[r["track_id"]] = r["duration_s"]
+        if r["status"] == STATUS_ERROR:
+            errors.append({k: r[k] or "" for k in ("track_id", "label", "error_type", "error_message")})
+    by_track: dict[str, set[str]] = {}
+    for (track_id, _), status in unit_status.items():
+        by_track.setdefault(track_id, set()).add(status)
+    tracks_error = sum(1 for s in by_track.values() if STATUS_ERROR in s)
+    tracks_skipped = sum(1 for s in by_track.values() if s == {STATUS_SKIPPED})
+    units = list(unit_status.values())
+    return RunSummary(
+        run_id=run_id,
+        output=output,
+        runner=runner,
+        tracks_ok=len(by_track) - tracks_error - tracks_skipped,
+        tracks_error=tracks_error,
+        tracks_skipped=tracks_skipped,
+        units_ok=units.count(STATUS_OK),
+        units_error=units.count(STATUS_ERROR),
+        units_skipped=units.count(STATUS_SKIPPED),
+        stems_written=sum(1 for r in rows if r["status"] == STATUS_OK),
+        audio_s=float(sum(track_duration.values())),
+        wall_s=wall_s,
+        errors=errors,
+        metadata=table,
+    )
+
+
+class _ProgressLine:
+    """Polls the metadata parts written since the run started and prints one status line.
+
+    Watching storage (rather than worker logs) works the same for every runner and scheme.
+    """
+
+    def __init__(self, output: str, total_units: int, stream: TextIO, interval_s: float):
+        self.parts_dir = join_uri(output, PARTS_DIR)
+        self.total = total_units
+        self.stream = stream
+        self.interval_s = interval_s
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sepflow-progress", daemon=True)
+        self._last = None
+        self._tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self._tty:
+            self.stream.write("\n")
+
+    def _count(self) -> int:
+        fs, path = fsspec.core.url_to_fs(self.parts_dir)
+        fs.invalidate_cache()
+        try:
+            infos = fs.find(path, detail=True)
+        except FileNotFoundError:
+            return 0
+        since = self.started - 2.0  # tolerate coarse timestamps
+        return sum(1 for info in infos.values() if _modified(info) >= since)
+
+    def _loop(self):
+        while not self._stop.wait(self.interval_s):
+            try:
+                done = self._count()
+            except Exception:  # noqa: BLE001 - progress is best effort
+                continue
+            elapsed = time.time() - self.started
+            line = f"[sepflow] {done}/{self.total} (track, operator) written  {elapsed:6.0f} s"
+            if self._tty:
+                self.stream.write("\r" + line)
+                self.stream.flush()
+            elif done != self._last:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            self._last = done
+
+
+def _modified(info: dict) -> float:
+    value = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("last_modified")
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return 0.0
+    return float(value or 0.0)
+
+
+def _beam_counters(result) -> dict[str, int]:
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001 - the DaskRunner has no metrics yet
+        return {}
+    return {c.key.metric.name: c.committed or c.attempted for c in counters}
+
+
+def run_job(
+    job: JobConfig,
+    inputs: Sequence[str],
+    output: str,
+    beam_args: Sequence[str] = (),
+    *,
+    overwrite: Optional[bool] = None,
+    progress: bool = True,
+    stream: TextIO = sys.stderr,
+) -> RunSummary:
+    """Separate every track of ``inputs`` into ``output``; return the summary.
+
+    Per-track failures never stop the job: they become error rows and dead-letter records.
+    Configuration and input errors (``ConfigError``, ``InputError``) are raised before the
+    pipeline starts.
+    """
+    started = time.perf_counter()
+    output = output.rstrip("/")
+    if "://" not in output:
+        output = os.path.abspath(output)
+    overwrite = job.job.overwrite if overwrite is None else overwrite
+    tracks: list[Track] = match_inputs(list(inputs), job.job.extensions)
+    run_id = new_run_id()
+    options = pipeline_options(beam_args, len(tracks))
+    runner = make_runner(options)
+    runner_name = type(runner).__name__
+    _LOG.info("run %s: %d tracks x %d operators with %s -> %s", run_id, len(tracks), len(job.operators), runner_name, output)
+
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    _ = pipeline | "SeparateCatalog" >> SeparateCatalog(tracks, job, output, run_id, overwrite)
+    show_progress = progress and _runner_name(options) != "dataflowrunner"
+    interval = 1.0 if "://" not in output else 5.0
+    watcher = (
+        _ProgressLine(output, len(tracks) * len(job.operators), stream, interval)
+        if show_progress
+        else contextlib.nullcontext()
+    )
+    result = None
+    try:
+        with watcher:
+            result = pipeline.run()
+            result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:  # the DaskRunner leaves its Client open
+            client.close()
+    counters = _beam_counters(result)
+
+    version = sepflow_version()
+    units = [
+        (t.track_id, t.source_uri, s.operator, s.label, s.params_json(), job.unit_digest(s))
+        for t in tracks
+        for s in job.operators
+    ]
+    table = consolidate(output, units, run_id, version)
+    summary = summarize(table, run_id, output, runner_name, time.perf_counter() - started)
+    _write_run_record(output, run_id, job, inputs, beam_args, summary, counters)
+    if progress:
+        stream.write(summary.table() + "\n")
+        stream.flush()
+    return summary
+
+
+def _write_run_record(output, run_id, job, inputs, beam_args, summary, counters) -> None:
+    """``<output>/_sepflow/runs/<run_id>.json``: what was run, with what, and what came of it."""
+    from sepops.audio import write_bytes_atomic
+
+    record = {
+        "run_id": run_id,
+        "sepflow_version": sepflow_version(),
+        "inputs": list(inputs),
+        "beam_args": list(beam_args),
+        "config": job.to_dict(),
+        "summary": summary.as_dict(),
+        "beam_counters": counters,
+    }
+    write_bytes_atomic(
+        join_uri(output, "_sepflow", "runs", f"{run_id}.json"),
+        json.dumps(record, indent=1, default=str, ensure_ascii=False).encode("utf-8"),
+    )
