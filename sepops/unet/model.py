@@ -88,7 +88,8 @@ class UNet(nn.Module):
                 layers.append(nn.Dropout(dropout))
             self.decoder.append(nn.Sequential(*layers))
             c_in = c * 2 if i < len(dec) - 1 else c
-        self.mask = nn.Conv2d(n_masks, n_masks, 4, dilation=2, padding="same")
+        # Effective kernel 7: padding 3 keeps the size (explicit, as ONNX Runtime lacks "same" with dilation).
+        self.mask = nn.Conv2d(n_masks, n_masks, 4, dilation=2, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Masks from magnitudes.
