@@ -167,6 +167,33 @@ def _operators(args: argparse.Namespace, _: list[str]) -> int:
     return EXIT_OK
 
 
+# --- train / export-onnx: the U-Net, delegated to sepops.unet ---------------------------------
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from sepops.unet.train import add_arguments
+
+    models = parser.add_subparsers(dest="model_kind", metavar="<model>", required=True)
+    add_arguments(models.add_parser("unet", help="spectrogram U-Net (sepops.unet.train)"))
+
+
+def _train(args: argparse.Namespace, _: list[str]) -> int:
+    from sepops.unet.train import train
+
+    train(args)
+    return EXIT_OK
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from sepops.unet.export import add_arguments
+
+    add_arguments(parser)
+
+
+def _export_onnx(args: argparse.Namespace, _: list[str]) -> int:
+    from sepops.unet.export import run
+
+    return run(args)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "run": Subcommand(
         "separate a catalog (folder, bucket, manifest) with Beam",
@@ -176,6 +203,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         description=RUN_DESCRIPTION,
     ),
     "operators": Subcommand("list the separation operators and their parameters", _add_operators_arguments, _operators),
+    "train": Subcommand("train a separation model: sepflow train unet --data DIR --stems a,b --out DIR", _add_train_arguments, _train),
+    "export-onnx": Subcommand("export a trained U-Net to ONNX and check it with onnxruntime", _add_export_arguments, _export_onnx),
 }
 
 

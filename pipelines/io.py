@@ -66,9 +66,11 @@ def join_uri(base: str, *parts: str) -> str:
 
 def safe_path_component(name: str) -> str:
     """One path segment that is safe in object keys: no "..", no leading ".", no odd characters."""
-    name = unicodedata.normalize("NFC", name)
-    name = _UNSAFE_CHAR.sub("_", name).strip(" .") if name not in (".", "..") else ""
-    # A leading dot or underscore-only name would be hidden from dataset readers.
+    name = unicodedata.normalize("NFC", name.strip())
+    if name in (".", ".."):
+        name = ""
+    name = _UNSAFE_CHAR.sub("_", name).rstrip(".")
+    # Names starting with "." are hidden (and skipped by dataset readers such as pyarrow's).
     name = re.sub(r"^\.+", "_", name)
     if not name:
         name = "_"
@@ -170,13 +172,17 @@ def match_inputs(inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav"
     if not inputs:
         raise InputError("no --input given")
     extensions = tuple(e.lower().lstrip(".") for e in extensions)
+    protocols = {_protocol(fsspec.core.url_to_fs(spec)[0]) for spec in inputs}
+    if len(protocols) > 1:
+        raise InputError(
+            f"inputs mix storage schemes ({', '.join(sorted(protocols))}); run one job per scheme, "
+            "or list the files in a manifest"
+        )
     found: list[tuple[str, str, str | None]] = []  # (fs path, root, explicit track id)
     roots = []
-    protocols = set()
     fs = None
     for spec in inputs:
         fs_i, path = fsspec.core.url_to_fs(spec)
-        protocols.add(_protocol(fs_i))
         fs = fs_i
         if not _GLOB_CHARS.search(path) and path.lower().endswith(MANIFEST_EXTENSIONS):
             rows = read_manifest(spec)

@@ -31,7 +31,13 @@ from typing import Optional, Sequence, TextIO
 import apache_beam as beam
 import fsspec
 import pyarrow as pa
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+)
 
 from . import sepflow_version
 from .config import JobConfig
@@ -43,6 +49,7 @@ __all__ = ["run_job", "RunSummary", "pipeline_options", "make_runner"]
 
 _LOG = logging.getLogger("sepflow")
 _IN_PROCESS_NAMES = {"directrunner", "direct", "fnapirunner"}
+_RUNNER_PATHS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
 def new_run_id() -> str:
@@ -57,6 +64,10 @@ def pipeline_options(beam_args: Sequence[str], n_tracks: int) -> PipelineOptions
         standard.runner = "DirectRunner"
     # Workers import sepops/pipelines as installed packages; nothing from __main__ is needed.
     options.view_as(SetupOptions).save_main_session = False
+    worker = options.view_as(WorkerOptions)
+    if not worker.default_sdk_harness_log_level:
+        # Beam's SDK workers log every connection step at INFO (pass the flag to see them).
+        worker.default_sdk_harness_log_level = "WARNING"
     if _runner_name(options) == "daskrunner":
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
@@ -88,7 +99,9 @@ def make_runner(options: PipelineOptions):
         return FnApiRunner()
     from apache_beam.runners.runner import create_runner
 
-    return create_runner(options.view_as(StandardOptions).runner)
+    # Beam's runner-name table lacks the DaskRunner; its full path works.
+    runner = options.view_as(StandardOptions).runner
+    return create_runner(_RUNNER_PATHS.get(name, runner))
 
 
 @dataclass
