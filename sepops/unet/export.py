@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export_onnx", "check_onnx", "main"]
+__all__ = ["export_onnx", "check_onnx", "main", "run"]
 
 
 def export_onnx(model: str, out: str | Path, *, opset: int = 17) -> Path:
@@ -88,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Export a U-Net to ONNX and check it against torch."""
     parser = argparse.ArgumentParser(prog="sepflow export-onnx", description=main.__doc__)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sepflow export-onnx`` from parsed arguments; returns the exit status."""
     path = export_onnx(args.model, args.out, opset=args.opset)
     err = check_onnx(args.model, path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path}.json; "

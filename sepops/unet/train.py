@@ -146,6 +146,34 @@ def _load_state(out: Path, model, opt, device) -> dict:
     return state
 
 
+def _option_names() -> list[str]:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return [a.dest for a in parser._actions if a.dest not in ("help", "quiet")]
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``sepflow train unet`` command that reproduces ``args`` (options off their defaults)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    words = ["sepflow", "train", "unet"]
+    for action in parser._actions:
+        if action.dest in ("help", "quiet", "resume") or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default and not action.required:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(value, bool):
+            words.append(flag)
+        elif isinstance(value, list):
+            for v in value:
+                words += [flag, str(v)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run a training; returns the final ``config.json`` contents."""
     import torch
@@ -185,8 +213,8 @@ def train(args: argparse.Namespace) -> dict:
         "network": {"width": args.width, "shared": not args.separate_nets, "dropout": 0.5},
         "inference": {"segment_frames": 2 * args.patch_frames, "overlap_frames": args.patch_frames // 2},
         "training": {
-            "command": "sepflow train unet " + shlex.join(getattr(args, "argv", [])),
-            "args": {k: v for k, v in vars(args).items() if k not in ("quiet", "func", "argv")},
+            "command": command_line(args),
+            "args": {k: v for k, v in vars(args).items() if k in _option_names()},
             "train_pieces": len(train_tracks),
             "valid_pieces": [t.name for t in valid],
         },
@@ -261,9 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Train a U-Net on stem folders."""
     parser = argparse.ArgumentParser(prog="sepflow train unet", description=main.__doc__)
     add_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.argv = argv
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     train(args)
 
