@@ -215,6 +215,7 @@ class _ProgressLine:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=5)
+        self._report(final=True)
         if self._tty:
             self.stream.write("\n")
 
@@ -230,19 +231,22 @@ class _ProgressLine:
 
     def _loop(self):
         while not self._stop.wait(self.interval_s):
-            try:
-                done = self._count()
-            except Exception:  # noqa: BLE001 - progress is best effort
-                continue
-            elapsed = time.time() - self.started
-            line = f"[sepflow] {done}/{self.total} (track, operator) written  {elapsed:6.0f} s"
-            if self._tty:
-                self.stream.write("\r" + line)
-                self.stream.flush()
-            elif done != self._last:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            self._last = done
+            self._report()
+
+    def _report(self, final: bool = False):
+        try:
+            done = self._count()
+        except Exception:  # noqa: BLE001 - progress is best effort
+            return
+        elapsed = time.time() - self.started
+        line = f"[sepflow] {done}/{self.total} (track, operator) written  {elapsed:6.0f} s"
+        if self._tty:
+            self.stream.write("\r" + line)
+            self.stream.flush()
+        elif done != self._last or final:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        self._last = done
 
 
 def _modified(info: dict) -> float:
@@ -273,7 +277,7 @@ def run_job(
     *,
     overwrite: Optional[bool] = None,
     progress: bool = True,
-    stream: TextIO = sys.stderr,
+    stream: Optional[TextIO] = None,
 ) -> RunSummary:
     """Separate every track of ``inputs`` into ``output``; return the summary.
 
@@ -282,6 +286,7 @@ def run_job(
     pipeline starts.
     """
     started = time.perf_counter()
+    stream = stream or sys.stderr
     output = output.rstrip("/")
     if "://" not in output:
         output = os.path.abspath(output)

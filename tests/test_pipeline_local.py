@@ -1,0 +1,144 @@
+"""End to end on local files: the in-process runner, the multi-process DirectRunner, re-runs,
+a restarted run, and the `sepflow run` command, on clips of the dev set."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from pipelines.cli import main
+from pipelines.metadata import read_metadata
+from pipelines.run import run_job
+
+from .test_pipeline_helpers import (
+    assert_hpss_quality,
+    assert_ok_rows,
+    assert_same_stems,
+    comparable,
+    cut_catalog,
+    hpss_job,
+    require_hpss,
+    tree_files,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI_PROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory, data_dir, manifest):
+    root = tmp_path_factory.mktemp("catalog")
+    return root, cut_catalog(data_dir, manifest, root)
+
+
+@pytest.fixture(scope="module")
+def reference_run(catalog, tmp_path_factory):
+    """The hpss job on the in-process runner: the run other runners must reproduce."""
+    root, tracks = catalog
+    out = tmp_path_factory.mktemp("reference") / "out"
+    job = hpss_job()
+    summary = run_job(job, [str(root / "**" / "*.flac")], str(out), progress=False)
+    return job, out, summary
+
+
+def test_in_process_run_writes_stems_and_metadata(catalog, reference_run):
+    _, tracks = catalog
+    job, out, summary = reference_run
+    assert (summary.tracks_ok, summary.tracks_error, summary.tracks_skipped) == (len(tracks), 0, 0)
+    assert summary.runner == "FnApiRunner"
+    assert summary.audio_s == pytest.approx(sum(t["mix"].shape[1] / t["sr"] for t in tracks.values()))
+
+    table = read_metadata(str(out))
+    stems = assert_ok_rows(table, tracks, job)
+    assert_hpss_quality(tracks, stems)
+    # One table for every reader: pyarrow.dataset and pandas agree with the run's own table.
+    assert ds.dataset(out / "metadata", format="parquet").to_table().num_rows == table.num_rows
+    frame = pd.read_parquet(out / "metadata")
+    assert len(frame) == table.num_rows and set(frame["status"]) == {"ok"}
+    assert comparable(summary.metadata) == comparable(table)
+    # Nothing half written, nothing failed.
+    files = tree_files(out)
+    assert not [f for f in files if f.endswith(".tmp") or "/." in f]
+    assert not (out / "dead_letter").exists()
+    assert len([f for f in files if f.startswith("_sepflow/runs/")]) == 1
+
+
+def test_multi_process_runner_reproduces_the_in_process_run(catalog, reference_run, tmp_path):
+    root, tracks = catalog
+    job, ref_out, _ = reference_run
+    out = tmp_path / "out"
+    summary = run_job(job, [str(root / "**" / "*.flac")], str(out), MULTI_PROCESS, progress=False)
+    assert summary.tracks_ok == len(tracks)
+    assert comparable(read_metadata(str(out))) == comparable(read_metadata(str(ref_out)))
+    assert_same_stems(out, ref_out)
+
+
+def test_rerun_skips_complete_tracks_and_overwrite_redoes_them(catalog, tmp_path):
+    root, tracks = catalog
+    job = hpss_job()
+    out = tmp_path / "out"
+    inputs = [str(root / "**" / "*.flac")]
+    first = run_job(job, inputs, str(out), progress=False)
+    stem_files = sorted((out / "stems").rglob("*.wav"))
+    mtimes = [p.stat().st_mtime_ns for p in stem_files]
+
+    again = run_job(job, inputs, str(out), progress=False)
+    assert (again.tracks_ok, again.tracks_skipped, again.stems_written) == (0, len(tracks), 0)
+    table = read_metadata(str(out))
+    assert set(table.column("status").to_pylist()) == {"skipped"}
+    assert comparable(table) == [dict(r, status="skipped") for r in comparable(first.metadata)]
+    assert [p.stat().st_mtime_ns for p in stem_files] == mtimes
+    assert len(list((out / "metadata").glob("*.parquet"))) == 1
+
+    # A changed parameter changes the outputs, so those tracks are redone without --overwrite.
+    changed = run_job(hpss_job("audio.subtype=PCM_24"), inputs, str(out), progress=False)
+    assert changed.tracks_ok == len(tracks)
+
+    redone = run_job(hpss_job("audio.subtype=PCM_24"), inputs, str(out), overwrite=True, progress=False)
+    assert (redone.tracks_ok, redone.tracks_skipped) == (len(tracks), 0)
+    assert set(read_metadata(str(out)).column("status").to_pylist()) == {"ok"}
+
+
+def test_restarted_run_finishes_the_rest_without_duplicates(catalog, tmp_path):
+    """The state a killed run leaves: some units complete, one with a stem but no part yet,
+    no consolidated metadata. The restart redoes only the unfinished unit."""
+    root, tracks = catalog
+    job = hpss_job()
+    out = tmp_path / "out"
+    inputs = [str(root / "**" / "*.flac")]
+    run_job(job, inputs, str(out), progress=False)
+    killed_track = sorted(tracks)[0]
+    (out / "_sepflow" / "parts" / "hpss" / f"{killed_track}.parquet").unlink()
+    next((out / "stems" / killed_track / "hpss").glob("*.wav")).unlink()
+    shutil.rmtree(out / "metadata")
+
+    summary = run_job(job, inputs, str(out), progress=False)
+    assert (summary.tracks_ok, summary.tracks_skipped, summary.tracks_error) == (1, len(tracks) - 1, 0)
+    table = read_metadata(str(out))
+    statuses = {(r["track_id"], r["stem"]): r["status"] for r in table.to_pylist()}
+    assert len(statuses) == table.num_rows  # no duplicate rows
+    assert {s for (t, _), s in statuses.items() if t == killed_track} == {"ok"}
+    assert {s for (t, _), s in statuses.items() if t != killed_track} == {"skipped"}
+    assert_ok_rows(table, tracks, job, statuses=("ok", "skipped"))
+
+
+def test_sepflow_run_command(catalog, tmp_path, capsys):
+    require_hpss()
+    root, tracks = catalog
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run", "--config", str(ROOT / "configs" / "hpss.yaml"),
+            "--input", str(root / "loop_1101" / "*.flac"), "--input", str(root / "loop_1102"),
+            "--output", str(out), "--set", "audio.format=wav", "--runner=DirectRunner",
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "| tracks ok | 3 |" in err and "[sepflow]" in err
+    table = read_metadata(str(out))
+    assert sorted(set(table.column("track_id").to_pylist())) == sorted(tracks)
+    assert all(u.endswith(".wav") for u in table.column("stem_uri").to_pylist())
