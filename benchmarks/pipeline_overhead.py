@@ -1,0 +1,112 @@
+"""What the Beam job costs over a plain Python loop, and what a second worker process buys.
+
+    python benchmarks/pipeline_overhead.py                  # 8 tracks x 30 s, hpss
+    python benchmarks/pipeline_overhead.py --tracks 16 --seconds 60 --operator hpss
+
+Tracks are 44.1 kHz stereo, tiled from the validation loops into a temporary folder. Every
+variant does the same work per track: decode, separate, encode and write every stem (the
+Beam job also writes its metadata). Figures from one process on a shared machine are noisy;
+run it twice.
+
+1. the bare loop vs the Beam job on the in-process runner (goal: <= 1.10x for >= 30 s tracks);
+2. the multi-process DirectRunner with 2 worker processes vs 1 (goal: >= 1.7x on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import print_table, stereo_44k  # noqa: E402
+
+
+def make_tracks(folder: Path, n: int, seconds: float) -> list[Path]:
+    from sepops import save_audio
+
+    paths = []
+    for i in range(n):
+        path = folder / f"track_{i:02d}.flac"
+        save_audio(str(path), stereo_44k(seconds, seed=i), 44100)
+        paths.append(path)
+    return paths
+
+
+def bare_loop(paths: list[Path], operator, out: Path, fmt: str) -> None:
+    """The same per-track work as the pipeline, without Beam."""
+    from sepops import Analysis, load_audio, save_audio
+
+    for path in paths:
+        audio, sr = load_audio(str(path))
+        stems = operator.separate(audio, sr, analysis=Analysis(audio, sr))
+        for name, stem in stems.items():
+            save_audio(str(out / path.stem / f"{name}.{fmt}"), stem, sr, format=fmt)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--operator", default="hpss")
+    parser.add_argument("--skip-multiprocess", action="store_true")
+    args = parser.parse_args()
+
+    from pipelines.config import job_config_from_dict
+    from pipelines.run import run_job
+    from sepops import get_operator
+
+    job = job_config_from_dict({"operators": [args.operator]})
+    fmt = job.audio.format
+    operator = get_operator(args.operator, **job.operators[0].params)
+    work = Path(tempfile.mkdtemp(prefix="sepflow-bench-"))
+    try:
+        paths = make_tracks(work / "in", args.tracks, args.seconds)
+        audio_s = args.tracks * args.seconds
+        inputs = [str(work / "in" / "*.flac")]
+        # Warm-up: imports, numba compilation, first-call caches.
+        bare_loop(paths[:1], operator, work / "warm", fmt)
+        run_job(job, [str(paths[0])], str(work / "warm_beam"), progress=False)
+
+        def timed(fn) -> float:
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started
+
+        def beam(out: str, beam_args=()):
+            return lambda: run_job(job, inputs, str(work / out), list(beam_args), overwrite=True, progress=False)
+
+        rows = []
+        t_loop = timed(lambda: bare_loop(paths, operator, work / "loop", fmt))
+        t_beam = timed(beam("beam"))
+        rows.append({"variant": "bare Python loop", "wall_s": t_loop, "x real time": audio_s / t_loop, "vs loop": 1.0})
+        rows.append(
+            {"variant": "Beam, in-process runner", "wall_s": t_beam, "x real time": audio_s / t_beam, "vs loop": t_beam / t_loop}
+        )
+        if not args.skip_multiprocess:
+            mp = ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
+            t_mp1 = timed(beam("mp1", mp + ["--direct_num_workers=1"]))
+            t_mp2 = timed(beam("mp2", mp + ["--direct_num_workers=2"]))
+            rows.append(
+                {"variant": "Beam, multi-process, 1 worker", "wall_s": t_mp1, "x real time": audio_s / t_mp1, "vs loop": t_mp1 / t_loop}
+            )
+            rows.append(
+                {"variant": "Beam, multi-process, 2 workers", "wall_s": t_mp2, "x real time": audio_s / t_mp2, "vs loop": t_mp2 / t_loop}
+            )
+        print_table(
+            rows,
+            f"{args.operator}: {args.tracks} tracks x {args.seconds:g} s, 44.1 kHz stereo, {os.cpu_count()} CPUs",
+        )
+        print(f"\nBeam overhead over the bare loop: {t_beam / t_loop:.3f}x (goal <= 1.10x)")
+        if not args.skip_multiprocess:
+            print(f"2 workers vs 1: {t_mp1 / t_mp2:.2f}x faster (goal >= 1.7x)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
