@@ -203,10 +203,13 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> tuple[Separat
         raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
     if config.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    # A safetensors file is an 8-byte little-endian header length, then a JSON header.
     with open(weights, "rb") as f:
-        head = f.read(2)
-    if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save zip archive
-        raise CheckpointError(f"{weights}: a pickled checkpoint; only safetensors files are loaded")
+        head = f.read(9)
+    size = weights.stat().st_size
+    if len(head) < 9 or head[8:9] != b"{" or int.from_bytes(head[:8], "little") > size - 8:
+        kind = "a pickled (torch.save) checkpoint" if head[:1] == b"\x80" or head[:2] == b"PK" else "not safetensors"
+        raise CheckpointError(f"{weights}: {kind}; only safetensors files are loaded, never unpickled")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
