@@ -32,7 +32,7 @@ import numpy as np
 
 from ..audio import resample
 from ..base import Operator, register
-from ..masks import soft_masks, wiener
+from ..masks import wiener
 from ..spectral import Analysis, StftConfig, istft, stft
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -75,7 +75,7 @@ class UNetConfig:
     segment_frames: int = 0
     overlap_frames: int = 0
     batch_size: int = 8
-    chunk_seconds: float = 120.0
+    chunk_seconds: float = 60.0
     power: float = 2.0
     wiener_iterations: int = 0
     threads: int = 0
@@ -125,7 +125,7 @@ class UNetSeparator:
     """
 
     def __init__(self, model, meta: dict[str, Any], *, device: str = "cpu", segment_frames: int = 0,
-                 overlap_frames: int = 0, batch_size: int = 8, chunk_seconds: float = 120.0,
+                 overlap_frames: int = 0, batch_size: int = 8, chunk_seconds: float = 60.0,
                  power: float = 2.0, wiener_iterations: int = 0):
         self.model, self.meta, self.device = model, meta, device
         self.stems = list(meta["stems"])
@@ -183,18 +183,23 @@ class UNetSeparator:
         for k, s in enumerate(starts):
             acc[..., s : s + self.segment] += out[:, k] * self.weights
             wsum[s : s + self.segment] += self.weights
-        masks = acc[..., f0 - g0 : f1 - g0] / wsum[f0 - g0 : f1 - g0]
+        masks = acc[..., f0 - g0 : f1 - g0] / wsum[f0 - g0 : f1 - g0]  # (C, S, bins, T)
         spec = spec[..., f0 - g0 : f1 - g0]
-        n_bins = spec.shape[1]
-        if n_bins > self.bins:  # bins above the model's input: repeat its top bin's mask
-            top = np.repeat(masks[:, :, -1:], n_bins - self.bins, axis=2)
-            masks = np.concatenate([masks, top], axis=2)
         if self.wiener_iterations > 0:
-            mags = [masks[:, i] * np.abs(spec) for i in range(len(self.stems))]
-            specs = wiener(spec, mags, iterations=self.wiener_iterations)
+            full = _extend_bins(masks, spec.shape[1])
+            specs = wiener(spec, [full[:, i] * np.abs(spec) for i in range(len(self.stems))],
+                           iterations=self.wiener_iterations)
         else:
-            gains = soft_masks([masks[:, i] for i in range(len(self.stems))], power=self.power)
-            specs = [g * spec for g in gains]
+            # m_i^p / sum_j m_j^p on the model's bins, then repeated above them; stems sum to the mix.
+            gains = masks**self.power
+            total = gains.sum(axis=1, keepdims=True)
+            gains = np.where(total > 1e-12, gains / np.maximum(total, 1e-12), 1.0 / len(self.stems))
+            specs = []
+            for i in range(len(self.stems)):
+                y = np.empty_like(spec)
+                y[:, : self.bins] = gains[:, i] * spec[:, : self.bins]
+                y[:, self.bins :] = gains[:, i, -1:] * spec[:, self.bins :]
+                specs.append(y)
         length = (f1 - f0) * hop  # reaches past sample n - 1 when f1 is the last frame
         return f0 * hop, [istft(s, n_fft, hop, cfg.window, length=length) for s in specs]
 
@@ -221,6 +226,14 @@ class UNetSeparator:
         if sr != self.sr:
             out = [_fit(resample(o, self.sr, sr), n_in) for o in out]
         return dict(zip(self.stems, out))
+
+
+def _extend_bins(masks: np.ndarray, n_bins: int) -> np.ndarray:
+    """Masks (..., bins, frames) -> (..., n_bins, frames), repeating the top bin."""
+    extra = n_bins - masks.shape[-2]
+    if extra <= 0:
+        return masks
+    return np.concatenate([masks, np.repeat(masks[..., -1:, :], extra, axis=-2)], axis=-2)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
