@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -292,6 +293,7 @@ def run_job(
         output = os.path.abspath(output)
     overwrite = job.job.overwrite if overwrite is None else overwrite
     tracks: list[Track] = match_inputs(list(inputs), job.job.extensions)
+    _remove_orphaned_temp_files(output)
     run_id = new_run_id()
     options = pipeline_options(beam_args, len(tracks))
     runner = make_runner(options)
@@ -331,6 +333,24 @@ def run_job(
         stream.write(summary.table() + "\n")
         stream.flush()
     return summary
+
+
+# sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def _remove_orphaned_temp_files(output: str) -> None:
+    """Delete temporary files a killed run left in a local output folder.
+
+    Object stores never hold them (uploads are single requests). Assumes one run per output
+    at a time, as the skip/overwrite logic does anyway.
+    """
+    if "://" in output or not os.path.isdir(output):
+        return
+    for folder, _, names in os.walk(output):
+        for name in names:
+            if _TEMP_FILE.match(name):
+                os.remove(os.path.join(folder, name))
 
 
 def _write_run_record(output, run_id, job, inputs, beam_args, summary, counters) -> None:

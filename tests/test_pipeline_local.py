@@ -112,7 +112,10 @@ def test_restarted_run_finishes_the_rest_without_duplicates(catalog, tmp_path):
     run_job(job, inputs, str(out), progress=False)
     killed_track = sorted(tracks)[0]
     (out / "_sepflow" / "parts" / "hpss" / f"{killed_track}.parquet").unlink()
-    next((out / "stems" / killed_track / "hpss").glob("*.wav")).unlink()
+    killed_stem = next((out / "stems" / killed_track / "hpss").glob("*.wav"))
+    killed_stem.unlink()
+    orphan = killed_stem.parent / f".{killed_stem.name}.{'0' * 32}.tmp"  # a write cut short
+    orphan.write_bytes(b"RIFF half a file")
     shutil.rmtree(out / "metadata")
 
     summary = run_job(job, inputs, str(out), progress=False)
@@ -123,6 +126,7 @@ def test_restarted_run_finishes_the_rest_without_duplicates(catalog, tmp_path):
     assert {s for (t, _), s in statuses.items() if t == killed_track} == {"ok"}
     assert {s for (t, _), s in statuses.items() if t != killed_track} == {"skipped"}
     assert_ok_rows(table, tracks, job, statuses=("ok", "skipped"))
+    assert not orphan.exists() and killed_stem.exists()
 
 
 def test_sepflow_run_command(catalog, tmp_path, capsys):
