@@ -1,0 +1,230 @@
+"""Harmonic/percussive source separation by median filtering (HPSS).
+
+Harmonic sounds are horizontal ridges in a magnitude spectrogram, percussive sounds are
+vertical ones. A median filter along time keeps the ridges and removes the onsets (harmonic
+enhancement); a median filter along frequency does the opposite. Comparing the two gives
+per-bin masks (Fitzgerald 2010). A margin ``beta >= 1`` asks one estimate to beat the other
+by that factor before a bin counts as harmonic or percussive; what neither claims is the
+residual (Driedger, Müller & Disch 2014).
+
+Kernels are given in physical units (seconds along time, hertz along frequency) and turned
+into odd numbers of frames and bins for the signal's sample rate and STFT, so the same
+settings mean the same thing at 8 kHz and at 96 kHz.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import scipy.ndimage
+
+from ..base import Operator, register
+from ..masks import binary_masks, soft_masks
+from ..spectral import Analysis, StftConfig
+
+__all__ = ["HpssConfig", "HpssOperator", "median_filter_axis", "kernel_sizes", "hpss_masks"]
+
+
+def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
+    """Exact running median of odd length ``size`` along one axis, reflecting at the edges.
+
+    Equals ``scipy.ndimage.median_filter(x, size=(1, ..., size, ..., 1), mode="reflect")``
+    but runs about 7x faster: every line along ``axis`` is padded by reflection, the lines
+    are laid end to end into one 1-D array, and scipy's 1-D running median (a double-heap,
+    ``O(log size)`` per sample) filters them all in one call. The padding keeps every window
+    inside its own line, so no value leaks between lines.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, real
+    size : int
+        Odd window length in samples of ``axis``; 1 returns a copy.
+    axis : int
+
+    Returns
+    -------
+    np.ndarray, same shape and dtype as ``x``
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"median filter size must be odd and >= 1, got {size}")
+    x = np.asarray(x)
+    if size == 1 or x.size == 0:
+        return x.copy()
+    half = size // 2
+    lines = np.moveaxis(x, axis, -1)
+    pad = [(0, 0)] * (lines.ndim - 1) + [(half, half)]
+    # numpy's "symmetric" (edge sample repeated) is scipy.ndimage's "reflect".
+    padded = np.ascontiguousarray(np.pad(lines, pad, mode="symmetric"))
+    flat = scipy.ndimage.median_filter(padded.reshape(-1), size=size, mode="reflect")
+    out = flat.reshape(padded.shape)[..., half : half + lines.shape[-1]]
+    return np.ascontiguousarray(np.moveaxis(out, -1, axis))
+
+
+def _odd(n: float) -> int:
+    n = max(1, int(round(n)))
+    return n if n % 2 else n + 1
+
+
+def kernel_sizes(
+    sr: int, stft: StftConfig, harmonic_kernel_s: float, percussive_kernel_hz: float
+) -> tuple[int, int]:
+    """Median-filter lengths in STFT units.
+
+    Returns
+    -------
+    harmonic : int
+        Odd number of frames spanning ``harmonic_kernel_s`` seconds (filter along time).
+    percussive : int
+        Odd number of bins spanning ``percussive_kernel_hz`` hertz (filter along frequency).
+    """
+    return (
+        _odd(harmonic_kernel_s * sr / stft.hop_length),
+        _odd(percussive_kernel_hz * stft.n_fft / sr),
+    )
+
+
+def hpss_masks(
+    mag: np.ndarray,
+    harmonic_kernel: int,
+    percussive_kernel: int,
+    *,
+    margin: float = 1.0,
+    mask: str = "soft",
+    power: float = 2.0,
+    residual: bool = False,
+) -> dict[str, np.ndarray]:
+    """Harmonic, percussive (and residual) masks of a magnitude spectrogram.
+
+    Parameters
+    ----------
+    mag : np.ndarray, shape (..., bins, frames), non-negative
+    harmonic_kernel, percussive_kernel : int
+        Odd median-filter lengths along time (frames) and frequency (bins).
+    margin : float >= 1
+        A bin is harmonic where ``H > margin * P`` (binary), and percussive where
+        ``P > margin * H``; soft masks use ``H^p / (H^p + (margin P)^p)`` and likewise.
+    mask : {"soft", "binary"}
+    power : float
+        Exponent ``p`` of the soft masks (2: Wiener-like).
+    residual : bool
+        Return a third mask ``1 - M_h - M_p``. Without it the residual is folded into the
+        percussive mask (``M_p = 1 - M_h``): what is not clearly tonal is mostly the noisy
+        part of drums, and this split scored best on drum + bass + melody loops.
+
+    Returns
+    -------
+    dict of {"harmonic", "percussive"[, "residual"]} -> np.ndarray, float32, shape of ``mag``
+        The masks sum to 1 in every bin.
+    """
+    mag = np.asarray(mag, dtype=np.float32)
+    harm = median_filter_axis(mag, harmonic_kernel, axis=-1)
+    perc = median_filter_axis(mag, percussive_kernel, axis=-2)
+
+    def claim(winner: np.ndarray, loser: np.ndarray) -> np.ndarray:
+        # Mask of bins where ``winner`` beats ``margin * loser``; ties go to the loser.
+        est = [winner, margin * loser]
+        return binary_masks(est)[0] if mask == "binary" else soft_masks(est, power)[0]
+
+    m_h = claim(harm, perc)
+    if not residual:
+        return {"harmonic": m_h, "percussive": 1.0 - m_h}
+    m_p = claim(perc, harm)
+    # With margin >= 1 the two claims never overlap by more than the whole bin.
+    m_r = np.clip(1.0 - m_h - m_p, 0.0, 1.0)
+    return {"harmonic": m_h, "percussive": m_p, "residual": m_r}
+
+
+@dataclass(frozen=True)
+class HpssConfig:
+    """Settings of :class:`HpssOperator`.
+
+    ``harmonic_kernel_s`` (seconds) and ``percussive_kernel_hz`` (hertz) set the median
+    filters; ``kernel_size`` (frames and bins, librosa's convention) overrides both.
+    ``channels="joint"`` computes one set of masks from the channel-mean magnitude and
+    applies it to every channel (keeps the stereo image, costs the same for any channel
+    count); ``"independent"`` filters each channel on its own.
+    Defaults were tuned on rendered drum + bass + melody loops (not the validation set).
+    """
+
+    mask: Literal["soft", "binary"] = "soft"
+    power: float = 2.0
+    margin: float = 2.0
+    residual: bool = False
+    harmonic_kernel_s: float = 0.45
+    percussive_kernel_hz: float = 150.0
+    kernel_size: Optional[int] = None
+    channels: Literal["joint", "independent"] = "joint"
+    n_fft: int = 2048
+    hop_length: int = 512
+    window: str = "hann"
+
+    def __post_init__(self):
+        StftConfig(self.n_fft, self.hop_length, self.window)
+        if self.mask not in ("soft", "binary"):
+            raise ValueError(f"mask must be 'soft' or 'binary', got {self.mask!r}")
+        if self.channels not in ("joint", "independent"):
+            raise ValueError(f"channels must be 'joint' or 'independent', got {self.channels!r}")
+        if not self.power > 0:
+            raise ValueError(f"power must be > 0, got {self.power}")
+        if not self.margin >= 1:
+            raise ValueError(f"margin must be >= 1, got {self.margin}")
+        if not (self.harmonic_kernel_s > 0 and self.percussive_kernel_hz > 0):
+            raise ValueError(
+                "harmonic_kernel_s and percussive_kernel_hz must be > 0, got "
+                f"{self.harmonic_kernel_s} and {self.percussive_kernel_hz}"
+            )
+        if self.kernel_size is not None and (self.kernel_size < 1 or self.kernel_size % 2 == 0):
+            raise ValueError(f"kernel_size must be an odd integer >= 1, got {self.kernel_size}")
+
+
+@register
+class HpssOperator(Operator):
+    """Median-filtering harmonic/percussive separation with a margin.
+
+    Stems ``harmonic`` and ``percussive``, plus ``residual`` with ``residual=True``; binary
+    and soft masks sum to one, so the stems always sum to the mixture.
+
+    References
+    ----------
+    .. [1] D. Fitzgerald, "Harmonic/percussive separation using median filtering",
+       Proc. DAFx, 2010.
+    .. [2] J. Driedger, M. Müller and S. Disch, "Extending harmonic-percussive separation of
+       audio signals", Proc. ISMIR, 2014.
+
+    Examples
+    --------
+    >>> op = get_operator("hpss", margin=2.0, mask="soft")
+    >>> stems = op.separate(audio, sr)   # {"harmonic": ..., "percussive": ...}
+    """
+
+    name = "hpss"
+    Config = HpssConfig
+
+    @property
+    def stem_names(self) -> list[str]:
+        return ["harmonic", "percussive"] + (["residual"] if self.config.residual else [])
+
+    def kernels(self, sr: int) -> tuple[int, int]:
+        """(harmonic frames, percussive bins) used at sample rate ``sr``."""
+        c = self.config
+        if c.kernel_size is not None:
+            return c.kernel_size, c.kernel_size
+        return kernel_sizes(sr, self.stft_config(), c.harmonic_kernel_s, c.percussive_kernel_hz)
+
+    def separate(
+        self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None
+    ) -> dict[str, np.ndarray]:
+        c = self.config
+        an = self._analysis(audio, sr, analysis)
+        cfg = self.stft_config()
+        spec = an.stft(cfg)  # (channels, bins, frames)
+        mag = np.abs(spec)
+        if c.channels == "joint":
+            mag = mag.mean(axis=0, keepdims=True)
+        harmonic_kernel, percussive_kernel = self.kernels(sr)
+        masks = hpss_masks(
+            mag, harmonic_kernel, percussive_kernel,
+            margin=c.margin, mask=c.mask, power=c.power, residual=c.residual,
+        )
+        return {name: an.istft(masks[name] * spec, cfg) for name in self.stem_names}
