@@ -53,8 +53,8 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_shapes_and_masks_in_unit_interval():
-    for shared in (True, False):
-        model = SeparationUNet(3, width=0.125, shared=shared).eval()
+    for shared, log_input in ((True, False), (False, True)):
+        model = SeparationUNet(3, width=0.125, shared=shared, log_input=log_input).eval()
         x = torch.rand(2, 1, 128, 192) * 10
         with torch.inference_mode():
             m = model(x)

@@ -59,10 +59,14 @@ class UNet(nn.Module):
         Multiplier of every layer's filter count (1.0 is the paper's network).
     dropout : float
         Dropout on the first three decoder layers (0.5 in the paper).
+    log_input : bool
+        Feed ``log(1 + magnitude)`` instead of the magnitude (compresses its range; the
+        mask is still applied to the linear magnitude).
     """
 
-    def __init__(self, n_masks: int = 1, width: float = 1.0, dropout: float = 0.5):
+    def __init__(self, n_masks: int = 1, width: float = 1.0, dropout: float = 0.5, log_input: bool = False):
         super().__init__()
+        self.log_input = log_input
         enc = [_scaled(f, width) for f in ENCODER_FILTERS]
         self.encoder = nn.ModuleList()
         c_in = 1
@@ -103,6 +107,8 @@ class UNet(nn.Module):
         -------
         torch.Tensor, shape (batch, n_masks, bins, frames), values in [0, 1]
         """
+        if self.log_input:
+            x = torch.log1p(x)
         skips = []
         for layer in self.encoder:
             x = layer(x)
@@ -128,14 +134,15 @@ class SeparationUNet(nn.Module):
     dropout : float
     """
 
-    def __init__(self, n_stems: int, width: float = 1.0, shared: bool = True, dropout: float = 0.5):
+    def __init__(self, n_stems: int, width: float = 1.0, shared: bool = True, dropout: float = 0.5,
+                 log_input: bool = False):
         super().__init__()
         self.n_stems = n_stems
         self.shared = shared
         if shared:
-            self.nets = nn.ModuleList([UNet(n_stems, width, dropout)])
+            self.nets = nn.ModuleList([UNet(n_stems, width, dropout, log_input)])
         else:
-            self.nets = nn.ModuleList([UNet(1, width, dropout) for _ in range(n_stems)])
+            self.nets = nn.ModuleList([UNet(1, width, dropout, log_input) for _ in range(n_stems)])
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """Masks from mixture magnitudes.
@@ -159,7 +166,8 @@ def build_model(config: dict[str, Any]) -> SeparationUNet:
     """The (untrained) network described by a checkpoint's ``config.json``."""
     net = config["network"]
     return SeparationUNet(
-        len(config["stems"]), width=net["width"], shared=net["shared"], dropout=net.get("dropout", 0.5)
+        len(config["stems"]), width=net["width"], shared=net["shared"], dropout=net.get("dropout", 0.5),
+        log_input=net.get("log_input", False),
     )
 
 

@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--batch-size", type=int, default=8)
     a("--width", type=float, default=0.5, help="filter multiplier (1.0: the paper's U-Net)")
     a("--separate-nets", action="store_true", help="one U-Net per stem (Spleeter) instead of a shared one")
+    a("--log-input", action="store_true", help="feed log(1 + magnitude) to the network")
     a("--patch-frames", type=int, default=128, help="patch length in STFT frames (multiple of 64)")
     a("--sample-rate", type=int, default=22050)
     a("--n-fft", type=int, default=2048)
@@ -210,7 +211,8 @@ def train(args: argparse.Namespace) -> dict:
         "sample_rate": args.sample_rate,
         "stft": {"n_fft": args.n_fft, "hop_length": args.hop, "window": "hann"},
         "bins": args.bins,
-        "network": {"width": args.width, "shared": not args.separate_nets, "dropout": 0.5},
+        "network": {"width": args.width, "shared": not args.separate_nets, "dropout": 0.5,
+                    "log_input": args.log_input},
         "inference": {"segment_frames": 2 * args.patch_frames, "overlap_frames": args.patch_frames // 2},
         "training": {
             "command": command_line(args),
