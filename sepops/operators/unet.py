@@ -13,7 +13,7 @@ Inference works on audio of any length, rate and channel count:
    network's masks of neighbouring windows are cross-faded over ``overlap_frames`` frames
    (raised-cosine ramps that sum to one), so there are no hard cuts;
 3. masks above the model's input bins repeat its top bin; stems are the mixture STFT times
-   the masks normalised to sum to one (``power`` 2 is Spleeter's choice), or, with
+   the masks normalised to sum to one (``m_i^p / sum_j m_j^p``), or, with
    ``wiener_iterations > 0``, the multichannel Wiener filter of :func:`sepops.masks.wiener`;
 4. long audio is processed in chunks of ``chunk_seconds`` (bounding memory). The window grid
    is global and each chunk carries enough context, so chunked and whole-signal results
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -65,7 +65,8 @@ class UNetConfig:
         (0: the model's defaults). ``segment_frames`` must be a multiple of 64.
     batch_size : windows per forward pass.
     chunk_seconds : audio is processed in chunks this long (0: whole signal at once).
-    power : exponent of the mask normalisation (``m_i^p / sum_j m_j^p``).
+    power : exponent of the mask normalisation (``m_i^p / sum_j m_j^p``); default: the model's
+        (1.0 for the shipped models, 2.0 is Spleeter's).
     wiener_iterations : EM iterations of the multichannel Wiener post-filter (0: off).
     threads : torch CPU threads (0: leave torch's setting).
     """
@@ -76,7 +77,7 @@ class UNetConfig:
     overlap_frames: int = 0
     batch_size: int = 8
     chunk_seconds: float = 60.0
-    power: float = 2.0
+    power: Optional[float] = None
     wiener_iterations: int = 0
     threads: int = 0
 
@@ -87,7 +88,8 @@ class UNetConfig:
             raise ValueError(f"overlap_frames must be >= 0, got {self.overlap_frames}")
         if self.segment_frames and self.overlap_frames * 2 > self.segment_frames:
             raise ValueError("overlap_frames must be at most half of segment_frames")
-        if self.batch_size < 1 or self.power <= 0 or self.wiener_iterations < 0 or self.chunk_seconds < 0:
+        bad_power = self.power is not None and self.power <= 0
+        if self.batch_size < 1 or bad_power or self.wiener_iterations < 0 or self.chunk_seconds < 0:
             raise ValueError("batch_size >= 1, power > 0, wiener_iterations >= 0 and chunk_seconds >= 0 needed")
 
 
@@ -126,7 +128,7 @@ class UNetSeparator:
 
     def __init__(self, model, meta: dict[str, Any], *, device: str = "cpu", segment_frames: int = 0,
                  overlap_frames: int = 0, batch_size: int = 8, chunk_seconds: float = 60.0,
-                 power: float = 2.0, wiener_iterations: int = 0):
+                 power: float | None = None, wiener_iterations: int = 0):
         self.model, self.meta, self.device = model, meta, device
         self.stems = list(meta["stems"])
         self.sr = int(meta["sample_rate"])
@@ -138,7 +140,8 @@ class UNetSeparator:
         self.overlap = overlap_frames or int(inf.get("overlap_frames", self.segment // 4))
         if self.segment % 64 or self.overlap * 2 > self.segment:
             raise ValueError(f"bad window: segment {self.segment} (multiple of 64), overlap {self.overlap}")
-        self.batch_size, self.power, self.wiener_iterations = batch_size, power, wiener_iterations
+        self.power = float(power if power is not None else inf.get("power", 1.0))
+        self.batch_size, self.wiener_iterations = batch_size, wiener_iterations
         self.chunk_seconds = chunk_seconds
         self.weights = crossfade_weights(self.segment, self.overlap)
 
