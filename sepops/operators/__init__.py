@@ -2,4 +2,5 @@
 from . import hpss  # noqa: F401
 from . import nmf  # noqa: F401
 from . import oracle  # noqa: F401
+from . import repet  # noqa: F401
 from . import unet  # noqa: F401
