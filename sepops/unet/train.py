@@ -1,16 +1,17 @@
 """Train a U-Net separation model (``sepflow train unet`` / ``python -m sepops.unet.train``).
 
-Example (the shipped 2-stem model)::
+Example (see docs/unet.md for the commands of the shipped models)::
 
-    python -m sepops.unet.train --data /work/train_data --stems accompaniment,lead \\
-        --out models/loops --width 0.5 --n-fft 2048 --hop 512 --bins 1024 --patch-frames 128
+    sepflow train unet --data /work/train_data --stems accompaniment,lead --out models/loops \
+        --width 0.5 --n-fft 2048 --hop 512 --bins 512 --patch-frames 128 --time-limit 45
 
 Each step draws a batch of random augmented patches (:class:`sepops.unet.data.PatchSampler`),
-takes their STFT in torch, and minimises the L1 distance between the masked mixture
-magnitudes and the stems' magnitudes (as Spleeter). Each epoch ends with the mean SDR
-(BSS Eval v3) of full held-apart pieces, separated exactly as the operator does; the best
-epoch is saved to ``OUT/model.safetensors`` + ``OUT/config.json``, the latest state to
-``OUT/last/`` for ``--resume``, and one JSON line per epoch to ``OUT/train_log.jsonl``.
+takes their STFT in torch, and minimises the L1 (Spleeter) or squared (``--loss mse``,
+Open-Unmix) distance between the masked mixture magnitudes and the stems' magnitudes.
+Each epoch ends with the mean SDR (BSS Eval v3) of full held-apart pieces, separated
+exactly as the operator does; the best epoch is saved to ``OUT/model.safetensors`` +
+``OUT/config.json``, the latest state to ``OUT/last/`` for ``--resume``, and one JSON line
+per epoch to ``OUT/train_log.jsonl``.
 """
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--hop", type=int, default=512)
     a("--bins", type=int, default=1024, help="lowest bins fed to the network (multiple of 64)")
     a("--lr", type=float, default=1e-3)
+    a("--loss", choices=["l1", "mse"], default="l1",
+      help="distance between masked mixture and stem magnitudes: l1 (Spleeter) or mse (Open-Unmix; "
+           "better with many stems, where l1's median pushes uncertain masks to zero)")
     a("--valid-pieces", type=int, default=8, help="pieces held apart for validation")
     a("--remix-prob", type=float, default=0.5)
     a("--no-augment", action="store_true")
@@ -235,6 +239,7 @@ def train(args: argparse.Namespace) -> dict:
     log.write(json.dumps({"event": "start", "time": time.time(), "resumed_at": state["step"],
                           "parameters": count_parameters(model), **meta["training"]["args"]}) + "\n")
     cfg = {"n_fft": args.n_fft, "hop": args.hop, "bins": args.bins}
+    distance = torch.nn.functional.mse_loss if args.loss == "mse" else torch.nn.functional.l1_loss
     bar = Progress(total, enabled=not args.quiet)
     model.train()
     t0 = time.time() - state["elapsed_s"]
@@ -250,7 +255,7 @@ def train(args: argparse.Namespace) -> dict:
             group["lr"] = lr
         batch = torch.from_numpy(sampler.sample(args.batch_size)).to(device)
         mix, targets = spectrogram_batch(batch, cfg, torch)
-        loss = torch.nn.functional.l1_loss(model(mix) * mix, targets)
+        loss = distance(model(mix) * mix, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
