@@ -6,10 +6,9 @@ A job file looks like this (every section but ``operators`` is optional)::
       - operator: hpss         # a registered sepops operator (`sepflow operators` lists them)
         label: hpss            # optional; names the output folder, unique per job
         params: {kernel_size: 31, mask: soft}
-    stft:                      # defaults for operators that have n_fft/hop_length/window
-      n_fft: 2048
+    stft:                      # optional; fills n_fft/hop_length/window of operators that
+      n_fft: 4096              # have them and do not set them (unset: operator defaults)
       hop_length: 512
-      window: hann
     audio:
       format: flac             # flac | wav
       subtype: PCM_16          # PCM_16 | PCM_24 | FLOAT (wav only); default per format
@@ -49,8 +48,6 @@ __all__ = [
     "job_config_from_dict",
 ]
 
-#: Operator parameters the ``stft`` section fills in when an operator's config has them.
-STFT_PARAMS = ("n_fft", "hop_length", "window")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -80,16 +77,24 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class StftSettings:
-    """Default STFT for every operator; one STFT per track is shared by all operators using it."""
+    """Job-wide STFT for every operator that has these parameters and does not set them itself.
 
-    n_fft: int = 2048
-    hop_length: int = 512
-    window: str = "hann"
+    Unset values keep each operator's own default. Operators that end up with the same
+    settings share one STFT per track.
+    """
+
+    n_fft: Optional[int] = None
+    hop_length: Optional[int] = None
+    window: Optional[str] = None
 
     def __post_init__(self):
         from sepops.spectral import StftConfig
 
-        StftConfig(self.n_fft, self.hop_length, self.window)
+        if self.n_fft is not None and self.hop_length is not None:
+            StftConfig(self.n_fft, self.hop_length, self.window or "hann")
+
+    def as_params(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> O
     config_fields = {f.name for f in dataclasses.fields(cls.Config)}
     # The job-wide STFT fills in what the operator's own params leave unset, so operators
     # of one job agree on the STFT and share it.
-    stft_defaults = {k: getattr(stft, k) for k in STFT_PARAMS if k in config_fields and k not in params}
+    stft_defaults = {k: v for k, v in stft.as_params().items() if k in config_fields and k not in params}
     try:
         config = build_config(cls.Config, {**stft_defaults, **params}, operator=name)
     except OperatorConfigError as exc:

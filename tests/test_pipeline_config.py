@@ -20,7 +20,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 @dataclass(frozen=True)
 class ToyConfig:
     gain: float = 0.5
-    n_fft: int = 2048
+    n_fft: int = 4096
     hop_length: int = 512
     window: str = "hann"
 
@@ -62,6 +62,8 @@ def test_defaults_and_stft_section_fill_operator_params():
     (spec,) = job.operators
     assert spec.label == "pipeline_config_toy"
     assert spec.params == {"gain": 0.5, "n_fft": 1024, "hop_length": 256, "window": "hann"}
+    # Without an stft section operators keep their own defaults.
+    assert job_config_from_dict(config()).operators[0].params["n_fft"] == 4096
     assert (job.audio.format, job.audio.subtype, job.audio.sample_rate) == ("flac", None, None)
     # An operator's own STFT parameter wins over the job-wide default.
     raw = config(stft={"n_fft": 1024})
