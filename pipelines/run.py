@@ -122,6 +122,9 @@ class RunSummary:
     audio_s: float
     wall_s: float
     errors: list = field(default_factory=list)
+    #: Beam's ``sepflow`` counters (tracks, units_ok, units_error, units_skipped, audio_ms),
+    #: where the runner reports metrics (not the DaskRunner).
+    beam_counters: dict = field(default_factory=dict)
     metadata: Optional[pa.Table] = field(default=None, repr=False)
 
     @property
@@ -144,6 +147,7 @@ class RunSummary:
             ("wall time", f"{self.wall_s:.1f} s"),
             ("speed", f"{self.audio_s / self.wall_s:.1f}x real time" if self.wall_s > 0 else "-"),
             ("runner", self.runner),
+            ("Beam counters", ", ".join(f"{k}={v}" for k, v in sorted(self.beam_counters.items())) or "-"),
             ("metadata", join_uri(self.output, METADATA_DIR)),
         ]
         lines = ["| sepflow run " + self.run_id + " | |", "|---|---|"]
@@ -267,7 +271,9 @@ def _beam_counters(result) -> dict[str, int]:
         counters = result.metrics().query()["counters"]
     except Exception:  # noqa: BLE001 - the DaskRunner has no metrics yet
         return {}
-    return {c.key.metric.name: c.committed or c.attempted for c in counters}
+    return {
+        c.key.metric.name: c.committed or c.attempted for c in counters if c.key.metric.namespace == "sepflow"
+    }
 
 
 def run_job(
@@ -328,7 +334,8 @@ def run_job(
     ]
     table = consolidate(output, units, run_id, version)
     summary = summarize(table, run_id, output, runner_name, time.perf_counter() - started)
-    _write_run_record(output, run_id, job, inputs, beam_args, summary, counters)
+    summary.beam_counters = counters
+    _write_run_record(output, run_id, job, inputs, beam_args, summary)
     if progress:
         stream.write(summary.table() + "\n")
         stream.flush()
@@ -353,7 +360,7 @@ def _remove_orphaned_temp_files(output: str) -> None:
                 os.remove(os.path.join(folder, name))
 
 
-def _write_run_record(output, run_id, job, inputs, beam_args, summary, counters) -> None:
+def _write_run_record(output, run_id, job, inputs, beam_args, summary) -> None:
     """``<output>/_sepflow/runs/<run_id>.json``: what was run, with what, and what came of it."""
     from sepops.audio import write_bytes_atomic
 
@@ -364,7 +371,6 @@ def _write_run_record(output, run_id, job, inputs, beam_args, summary, counters)
         "beam_args": list(beam_args),
         "config": job.to_dict(),
         "summary": summary.as_dict(),
-        "beam_counters": counters,
     }
     write_bytes_atomic(
         join_uri(output, "_sepflow", "runs", f"{run_id}.json"),

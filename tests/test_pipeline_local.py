@@ -50,6 +50,10 @@ def test_in_process_run_writes_stems_and_metadata(catalog, reference_run):
     job, out, summary = reference_run
     assert (summary.tracks_ok, summary.tracks_error, summary.tracks_skipped) == (len(tracks), 0, 0)
     assert summary.runner == "FnApiRunner"
+    audio_ms = sum(int(1000 * t["mix"].shape[1] / t["sr"]) for t in tracks.values())
+    counters = summary.beam_counters
+    assert (counters["tracks"], counters["units_ok"], counters["audio_ms"]) == (len(tracks), len(tracks), audio_ms)
+    assert counters.get("units_error", 0) == counters.get("units_skipped", 0) == 0
     assert summary.audio_s == pytest.approx(sum(t["mix"].shape[1] / t["sr"] for t in tracks.values()))
 
     table = read_metadata(str(out))
