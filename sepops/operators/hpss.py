@@ -227,4 +227,9 @@ class HpssOperator(Operator):
             mag, harmonic_kernel, percussive_kernel,
             margin=c.margin, mask=c.mask, power=c.power, residual=c.residual,
         )
-        return {name: an.istft(masks[name] * spec, cfg) for name in self.stem_names}
+        names = self.stem_names
+        stems = {name: an.istft(masks[name] * spec, cfg) for name in names if name != "percussive"}
+        # The masks sum to one and the STFT inverts exactly, so the last stem is the rest:
+        # one inverse STFT saved, and the stems sum to the mixture to float precision.
+        stems["percussive"] = an.audio - sum(stems.values())
+        return {name: stems[name] for name in names}

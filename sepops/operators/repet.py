@@ -20,7 +20,6 @@ import scipy.fft
 import scipy.signal
 
 from ..base import Operator, register
-from ..masks import binary_masks, soft_masks
 from ..spectral import Analysis, StftConfig
 
 __all__ = [
@@ -51,13 +50,13 @@ def beat_spectrum(power: np.ndarray) -> np.ndarray:
         Lag 0 first, normalised to 1 at lag 0 (all zeros for silence). Each lag is divided
         by its number of overlapping frames (unbiased), so long lags are not penalised.
     """
-    power = np.asarray(power, dtype=np.float64)
+    power = np.asarray(power, dtype=np.float32)  # float32 FFTs: half the work of float64
     frames = power.shape[-1]
     # Zero-padding to 2 x frames makes the FFT's circular correlation a linear one.
     n = scipy.fft.next_fast_len(2 * frames)
     spec = scipy.fft.rfft(power, n=n, axis=-1)
     acf = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n, axis=-1)[..., :frames]
-    b = acf.mean(axis=0) / (frames - np.arange(frames))
+    b = acf.mean(axis=0, dtype=np.float64) / (frames - np.arange(frames))
     return b / b[0] if b[0] > 0 else np.zeros_like(b)
 
 
@@ -100,9 +99,13 @@ def repeating_period(
 
 
 def _median_last(x: np.ndarray) -> np.ndarray:
-    """Median over the last axis (float32; sorting a short axis beats ``np.median``)."""
+    """Median over the last axis, float32 (a partial sort of a contiguous copy beats
+    ``np.median``, which sorts along a strided axis and upcasts)."""
     n = x.shape[-1]
-    s = np.sort(x, axis=-1)
+    if n == 1:
+        return x[..., 0].astype(np.float32)
+    kth = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    s = np.partition(np.ascontiguousarray(x, dtype=np.float32), kth, axis=-1)
     if n % 2:
         return s[..., n // 2]
     return 0.5 * (s[..., n // 2 - 1] + s[..., n // 2])
@@ -210,12 +213,26 @@ def background_mask(
 ) -> np.ndarray:
     """Mask of the repeating background given its magnitude model.
 
-    ``soft``: ``W^p / (W^p + (V - W)^p)`` (``p = 1`` is REPET's ``W / V``); ``binary``:
-    ``W > V - W``. Bins below ``highpass_bins`` (DC included) go wholly to the background.
+    With ``W`` the background model and ``F = V - W`` the rest: ``soft`` is
+    ``W^p / (W^p + F^p)`` (``p = 1`` is REPET's ``W / V``), ``binary`` is ``W > F`` (ties go
+    to the foreground, as in :func:`sepops.masks.binary_masks`). Bins below
+    ``highpass_bins`` (DC included) go wholly to the background.
+
+    Returns
+    -------
+    np.ndarray, float32, shape of ``mag``
     """
     fg = np.maximum(mag - background, 0.0)
-    est = [background, fg]
-    m = binary_masks(est)[0] if mask == "binary" else soft_masks(est, power)[0]
+    if mask == "binary":
+        m = (background > fg).astype(np.float32)
+    else:
+        # 1 / (1 + (F/W)^p): one power instead of two. W = 0 gives F/tiny -> inf -> 0
+        # (all foreground); V = 0 gives 0 -> 1, harmless since the mixture bin is 0.
+        with np.errstate(over="ignore", divide="ignore"):
+            ratio = fg / np.maximum(background, np.finfo(np.float32).tiny)
+            if power != 1.0:
+                ratio **= power
+            m = np.reciprocal(1.0 + ratio, dtype=np.float32)
     m[..., :highpass_bins, :] = 1.0
     return m
 
