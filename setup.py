@@ -31,6 +31,7 @@ EXTRAS = {
         "mir_eval>=0.7",
         "scikit-learn>=1.3",
         "pandas>=2",
+        "duckdb>=1.0",
         "s3fs>=2023.6",
         "moto[server]>=5",
         "dask>=2023.6",
