@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k  # noqa: E402
+from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k
 
 STEMS = ("percussive", "harmonic")
 
@@ -54,7 +54,7 @@ def run() -> list[dict]:
     rows = []
     for name, fn in methods.items():
         sdrs = [mean_sdr(bss_eval(refs, fn(mix, sr)), STEMS) for mix, sr, refs in loops]
-        speed = seconds / best_time(lambda: fn(audio, 44100)) if "trivial" not in name else float("nan")
+        speed = seconds / best_time(lambda fn=fn: fn(audio, 44100)) if "trivial" not in name else float("nan")
         rows.append({
             "method": name,
             "SDR perc+harm (dB)": float(np.mean(sdrs)),

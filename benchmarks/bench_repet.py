@@ -28,7 +28,7 @@ import numpy as np
 import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k  # noqa: E402
+from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k
 
 STEMS = ("accompaniment", "lead")
 AS_TASK = {"background": "accompaniment", "foreground": "lead"}
@@ -47,7 +47,7 @@ def reference_repet(audio: np.ndarray, sr: int, period_range_s=(1.0, 6.0), cutof
     f = np.fft.rfft(pw, n=2 * frames, axis=1)
     acf = np.fft.irfft(np.abs(f) ** 2, axis=1)[:, :frames] / (frames - np.arange(frames))
     beat = acf.mean(axis=0)
-    lo, hi = (int(round(s * sr / hop)) for s in period_range_s)
+    lo, hi = (round(s * sr / hop) for s in period_range_s)
     hi = min(hi, frames // 2)
     p = lo + int(np.argmax(beat[lo : hi + 1]))
     # Repeating segment: median over the period-long segments (NaN-padded last one).
@@ -107,7 +107,7 @@ def run() -> list[dict]:
         for mix, sr, refs in loops:
             est = trivial_estimate(mix, STEMS) if fn is None else {AS_TASK[k]: v for k, v in fn(mix, sr).items()}
             sdrs.append(mean_sdr(bss_eval(refs, est), STEMS))
-        speed = float("nan") if fn is None else seconds / best_time(lambda: fn(audio, 44100))
+        speed = float("nan") if fn is None else seconds / best_time(lambda fn=fn: fn(audio, 44100))
         rows.append({
             "method": name,
             "SDR acc+lead (dB)": float(np.mean(sdrs)),

@@ -14,7 +14,7 @@ settings mean the same thing at 8 kHz and at 96 kHz.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import scipy.ndimage
@@ -23,7 +23,7 @@ from ..base import Operator, register
 from ..masks import binary_masks, soft_masks
 from ..spectral import Analysis, StftConfig
 
-__all__ = ["HpssConfig", "HpssOperator", "median_filter_axis", "kernel_sizes", "hpss_masks"]
+__all__ = ["HpssConfig", "HpssOperator", "hpss_masks", "kernel_sizes", "median_filter_axis"]
 
 
 def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
@@ -62,7 +62,7 @@ def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
 
 
 def _odd(n: float) -> int:
-    n = max(1, int(round(n)))
+    n = max(1, round(n))
     return n if n % 2 else n + 1
 
 
@@ -153,7 +153,7 @@ class HpssConfig:
     residual: bool = False
     harmonic_kernel_s: float = 0.45
     percussive_kernel_hz: float = 150.0
-    kernel_size: Optional[int] = None
+    kernel_size: int | None = None
     channels: Literal["joint", "independent"] = "joint"
     n_fft: int = 2048
     hop_length: int = 512

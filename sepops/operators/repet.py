@@ -27,12 +27,12 @@ __all__ = [
     "RepetOperator",
     "RepetSimConfig",
     "RepetSimOperator",
+    "background_mask",
     "beat_spectrum",
     "repeating_period",
     "repeating_spectrogram",
     "similar_frames",
     "similarity_spectrogram",
-    "background_mask",
 ]
 
 
@@ -335,11 +335,11 @@ class RepetOperator(_RepetBase):
         c = self.config
         frames_per_s = sr / c.hop_length
         if c.period_s is not None:
-            p = max(1, int(round(c.period_s * frames_per_s)))
+            p = max(1, round(c.period_s * frames_per_s))
             return p if p < mag.shape[-1] else None
         beat = beat_spectrum(np.mean(mag**2, axis=0))
-        lo = max(1, int(round(c.min_period_s * frames_per_s)))
-        hi = min(int(round(c.max_period_s * frames_per_s)), mag.shape[-1] // 2)
+        lo = max(1, round(c.min_period_s * frames_per_s))
+        hi = min(round(c.max_period_s * frames_per_s), mag.shape[-1] // 2)
         return repeating_period(beat, lo, hi, c.multiple_threshold)
 
     def period_s(self, audio: np.ndarray, sr: int) -> float | None:
@@ -407,6 +407,6 @@ class RepetSimOperator(_RepetBase):
 
     def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
         c = self.config
-        min_distance = max(1, int(round(c.min_distance_s * sr / c.hop_length)))
+        min_distance = max(1, round(c.min_distance_s * sr / c.hop_length))
         neighbours = similar_frames(mag.mean(axis=0), c.min_similarity, min_distance, c.max_repeats)
         return similarity_spectrogram(mag, neighbours)
