@@ -41,7 +41,8 @@ RUN_DESCRIPTION = """\
 Separate every track of a catalog into stems and write Parquet metadata.
 
 Output layout:
-  <output>/stems/<track_id>/<operator label>/<stem>.<ext>
+  <output>/stems/<track_id>/<stem>.<ext>  a config with one operator
+  <output>/stems/<track_id>/<label>/<stem>.<ext>  a config with several (also with --operator)
   <output>/metadata/*.parquet             one row per (track, operator, stem) or error
   <output>/dead_letter/<label>/<track_id>.json   failed tracks, with the cause
   <output>/_sepflow/                      per-unit parts and run records (bookkeeping)

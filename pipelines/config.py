@@ -4,7 +4,8 @@ A job file looks like this (every section but ``operators`` is optional)::
 
     operators:                 # one or more; several share each track's STFT
       - operator: hpss         # a registered sepops operator (`sepflow operators` lists them)
-        label: hpss            # optional; names the output folder, unique per job
+        label: hpss            # optional; unique per job; the stems' folder when the file
+                               # lists several operators (JobConfig.stems_by_label)
         params: {kernel_size: 31, mask: soft}
     stft:                      # optional; fills n_fft/hop_length/window of operators that
       n_fft: 4096              # have them and do not set them (unset: operator defaults)
@@ -131,10 +132,30 @@ class JobConfig:
     audio: AudioSettings = AudioSettings()
     stft: StftSettings = StftSettings()
     job: JobSettings = JobSettings()
+    #: How many operators the config file listed, before ``--operator`` chose among them
+    #: (0: no file, or a file without operators). It decides the stem layout.
+    config_operators: int = 0
 
     @property
     def labels(self) -> list[str]:
         return [s.label for s in self.operators]
+
+    @property
+    def stems_by_label(self) -> bool:
+        """Whether stems go to ``stems/<track_id>/<label>/`` rather than ``stems/<track_id>/``.
+
+        A multi-operator job needs the label folder (two operators may name their stems
+        alike). The decision follows the config file, not the ``--operator`` selection, so a
+        run of one operator of a multi-operator config finds (and skips) the stems of earlier
+        full runs; a job that runs several operators always uses label folders.
+        """
+        return max(self.config_operators, len(self.operators)) > 1
+
+    @property
+    def stem_layout(self) -> str:
+        """The layout in words: ``stems/<track_id>/<stem>.<ext>`` or ``.../<label>/<stem>.<ext>``."""
+        label = "<label>/" if self.stems_by_label else ""
+        return f"stems/<track_id>/{label}<stem>.{self.audio.extension}"
 
     def to_dict(self) -> dict:
         return {
@@ -263,6 +284,11 @@ def _parse_set(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def _file_operator_count(raw: dict) -> int:
+    entries = raw.get("operators")
+    return len(entries) if isinstance(entries, list) else 0
+
+
 def _apply_overrides(raw: dict, operators: list[str] | None, overrides: list[str]) -> dict:
     raw = json.loads(json.dumps(raw))  # deep copy of plain YAML data
     entries = raw.get("operators")
@@ -320,6 +346,7 @@ def job_config_from_dict(
             f"{source}: unknown key {', '.join(map(repr, unknown))}; valid top-level keys: "
             f"{', '.join(_TOP_LEVEL_KEYS)}"
         )
+    config_operators = _file_operator_count(raw)  # before --operator chooses among them
     raw = _apply_overrides(raw, operators, overrides or [])
     sections = {name: _build_section(cls, raw.get(name), name, source) for name, cls in _SECTIONS.items()}
     if not raw["operators"]:
@@ -331,7 +358,7 @@ def job_config_from_dict(
         raise ConfigError(
             f"{source}: operator label(s) {', '.join(duplicates)} used twice; give each entry a unique 'label'"
         )
-    return JobConfig(operators=specs, **sections)
+    return JobConfig(operators=specs, **sections, config_operators=config_operators)
 
 
 def load_job_config(

@@ -63,7 +63,7 @@ STEM_METADATA_SCHEMA = pa.schema(
         _field("track_id", pa.string(), "input path relative to the input root, no extension, made safe", False),
         _field("source_uri", pa.string(), "URI of the input file", False),
         _field("operator", pa.string(), "registered sepops operator name", False),
-        _field("label", pa.string(), "the operator's label in the job (folder name of its stems)", False),
+        _field("label", pa.string(), "the operator's label in the job (its stems' folder in multi-operator jobs)", False),
         _field("operator_params", pa.string(), "all operator parameters, JSON", False),
         _field("stem", pa.string(), "stem name; null on error rows"),
         _field("stem_uri", pa.string(), "URI of the stem file; null on error rows"),

@@ -370,6 +370,7 @@ def _write_run_record(output, run_id, job, inputs, beam_args, summary) -> None:
         "inputs": list(inputs),
         "beam_args": list(beam_args),
         "config": job.to_dict(),
+        "stem_layout": job.stem_layout,
         "summary": summary.as_dict(),
     }
     write_bytes_atomic(

@@ -11,7 +11,9 @@ DaskRunner, Dataflow) executes the same way::
   stage from fusing with the separation); the DaskRunner turns it into a no-op and relies on
   ``--dask_npartitions`` instead (``run.py`` sets it).
 - Each (track, operator) writes its stems and then its metadata part straight to storage
-  from ``process``. Nothing is emitted from ``finish_bundle`` (the DaskRunner drops such
+  from ``process``. Stems go to ``<output>/stems/<track_id>/<stem>.<ext>`` when the job's
+  config lists one operator, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` when it
+  lists several (``JobConfig.stems_by_label``). Nothing is emitted from ``finish_bundle`` (the DaskRunner drops such
   outputs) and no sink runs in the pipeline (the DaskRunner only runs the last branch of a
   graph); the driver consolidates the parts after the pipeline.
 """
@@ -75,9 +77,12 @@ def operator_builds() -> dict[str, int]:
     return dict(_BUILDS)
 
 
-def stem_uri(output: str, track_id: str, label: str, stem: str, extension: str) -> str:
-    """``<output>/stems/<track_id>/<label>/<stem>.<ext>``: one layout for every job."""
-    return join_uri(output, "stems", track_id, label, f"{safe_path_component(stem)}.{extension}")
+def stem_uri(output: str, track_id: str, label: str, stem: str, extension: str, *, by_label: bool) -> str:
+    """Where a stem goes: ``<output>/stems/<track_id>/<stem>.<ext>`` for a single-operator
+    job, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` for a multi-operator one
+    (``by_label``; ``JobConfig.stems_by_label`` decides)."""
+    folder = [track_id, label] if by_label else [track_id]
+    return join_uri(output, "stems", *folder, f"{safe_path_component(stem)}.{extension}")
 
 
 def _level_db(value: float) -> float:
@@ -170,7 +175,7 @@ class SeparateTrackFn(beam.DoFn):
                 raise _UnitFailed("operator_error", f"{type(exc).__name__}: {exc}") from exc
             stems = self._checked(stems, operator, audio.shape)
             settings = self.job.audio
-            uris = {name: stem_uri(self.output, track.track_id, spec.label, name, settings.extension) for name in stems}
+            uris = {name: self._stem_uri(track, spec, name) for name in stems}
             for name, stem in stems.items():
                 try:
                     save_audio(uris[name], stem, sr, format=settings.format, subtype=settings.subtype)
@@ -208,6 +213,11 @@ class SeparateTrackFn(beam.DoFn):
         self._clear_dead_letter(track, spec)
         self.units_ok.inc()
         return {"track_id": track.track_id, "label": spec.label, "status": STATUS_OK, "duration_s": audio.shape[1] / sr}
+
+    def _stem_uri(self, track: Track, spec: OperatorSpec, stem: str) -> str:
+        return stem_uri(
+            self.output, track.track_id, spec.label, stem, self.job.audio.extension, by_label=self.job.stems_by_label
+        )
 
     @staticmethod
     def _checked(stems: Any, operator: Operator, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -270,6 +280,10 @@ class SeparateTrackFn(beam.DoFn):
             return False
         expected_stems = set(self._operators[spec.label].stem_names)
         if expected_stems and {r["stem"] for r in rows} != expected_stems:
+            return False
+        # Stems recorded elsewhere (the other layout: the config went from one operator to
+        # several or back) are redone where this job puts them.
+        if any(r["stem_uri"] != self._stem_uri(track, spec, r["stem"]) for r in rows):
             return False
         fs, _ = fsspec.core.url_to_fs(rows[0]["stem_uri"])
         return all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows)

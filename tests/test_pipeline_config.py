@@ -124,6 +124,35 @@ def test_operator_flag_selects_or_adds_operators():
         job_config_from_dict(raw, operators=["nope"])
 
 
+def test_stem_layout_follows_the_operators_of_the_config_file(tmp_path):
+    one = {"operators": [{"operator": "pipeline_config_toy", "label": "soft"}]}
+    two = {
+        "operators": [
+            {"operator": "pipeline_config_toy", "label": "soft"},
+            {"operator": "pipeline_config_toy", "label": "hard"},
+        ]
+    }
+    # One operator: stems/<track_id>/<stem>; several: stems/<track_id>/<label>/<stem>.
+    assert not job_config_from_dict(one).stems_by_label
+    assert job_config_from_dict(two).stems_by_label
+    assert job_config_from_dict(one).stem_layout == "stems/<track_id>/<stem>.flac"
+    assert job_config_from_dict(two).stem_layout == "stems/<track_id>/<label>/<stem>.flac"
+    # --operator on a multi-operator config keeps that config's layout (finds its outputs) ...
+    only = job_config_from_dict(two, operators=["hard"])
+    assert only.labels == ["hard"] and only.stems_by_label
+    # ... and a job that runs several operators always separates them by label.
+    other = next(n for n in list_operators() if n != "pipeline_config_toy" and not sepops.base.operator_class(n).needs_references)
+    assert job_config_from_dict(one, operators=["soft", other]).stems_by_label
+    assert not job_config_from_dict({}, operators=["pipeline_config_toy"]).stems_by_label
+    assert job_config_from_dict({}, operators=["pipeline_config_toy", other]).stems_by_label
+    # The same through a file.
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(two))
+    assert load_job_config(str(path), operators=["soft"]).stems_by_label
+    path.write_text(yaml.safe_dump(one))
+    assert not load_job_config(str(path)).stems_by_label
+
+
 def test_digest_changes_with_parameters_and_output_format():
     a = job_config_from_dict(config())
     b = job_config_from_dict(config(), overrides=["pipeline_config_toy.gain=0.3"])

@@ -84,7 +84,9 @@ def assert_ok_rows(table: pa.Table, catalog: dict[str, dict], job, read=load_aud
             for r in mine:
                 assert r["status"] in statuses and r["error_type"] is None and r["error_message"] is None
                 assert r["operator"] == spec.operator and json.loads(r["operator_params"]) == spec.params
-                assert r["stem_uri"].endswith(f"stems/{track_id}/{spec.label}/{r['stem']}.{job.audio.format}")
+                # One operator in the config: stems/<track_id>/<stem>; several: .../<label>/<stem>.
+                folder = f"{track_id}/{spec.label}" if job.stems_by_label else track_id
+                assert r["stem_uri"].endswith(f"/stems/{folder}/{r['stem']}.{job.audio.format}"), r["stem_uri"]
                 stem, sr = read(r["stem_uri"])
                 audio[r["stem"]] = stem
                 assert (r["sample_rate"], r["channels"]) == (track["sr"], track["mix"].shape[0]) == (sr, stem.shape[0])

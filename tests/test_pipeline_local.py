@@ -64,6 +64,8 @@ def test_in_process_run_writes_stems_and_metadata(catalog, reference_run):
     frame = pd.read_parquet(out / "metadata")
     assert len(frame) == table.num_rows and set(frame["status"]) == {"ok"}
     assert comparable(summary.metadata) == comparable(table)
+    # One operator in the config: stems/<track_id>/<stem>, no label folder.
+    assert sorted(tree_files(out / "stems")) == sorted(f"{t}/{s}.wav" for t in tracks for s in ("harmonic", "percussive"))
     # Nothing half written, nothing failed.
     files = tree_files(out)
     assert not [f for f in files if f.endswith(".tmp") or "/." in f]
@@ -117,7 +119,7 @@ def test_restarted_run_finishes_the_rest_without_duplicates(catalog, tmp_path):
     run_job(job, inputs, str(out), progress=False)
     killed_track = sorted(tracks)[0]
     (out / "_sepflow" / "parts" / "hpss" / f"{killed_track}.parquet").unlink()
-    killed_stem = next((out / "stems" / killed_track / "hpss").glob("*.wav"))
+    killed_stem = next((out / "stems" / killed_track).glob("*.wav"))
     killed_stem.unlink()
     orphan = killed_stem.parent / f".{killed_stem.name}.{'0' * 32}.tmp"  # a write cut short
     orphan.write_bytes(b"RIFF half a file")
@@ -178,7 +180,14 @@ def test_multi_operator_job_writes_each_operator_under_its_label(catalog, tmp_pa
     some = sorted(tracks)[0]
     assert not (stems[(some, "hpss_soft")]["harmonic"] == stems[(some, "hpss_binary")]["harmonic"]).all()
 
-    # --operator runs one of them; its outputs from the full run are found and skipped.
+    # Several operators in the config: stems/<track_id>/<label>/<stem>.
+    assert sorted(p.relative_to(out / "stems").as_posix() for p in (out / "stems").rglob("*.wav")) == sorted(
+        f"{t}/{label}/{s}.wav" for t in tracks for label in ("hpss_soft", "hpss_binary") for s in ("harmonic", "percussive")
+    )
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "stems").rglob("*.wav")}
+
+    # --operator runs one of them; the config's layout is kept, so its outputs from the full
+    # run are found and skipped.
     from pipelines.cli import main
 
     config = tmp_path / "multi.yaml"
@@ -186,4 +195,7 @@ def test_multi_operator_job_writes_each_operator_under_its_label(catalog, tmp_pa
     code = main(["run", "--config", str(config), "--operator", "hpss_binary", "--input", str(root / "**" / "*.flac"),
                  "--output", str(out), "--no_progress"])
     assert code == 0
-    assert set(read_metadata(str(out)).column("status").to_pylist()) == {"skipped"}
+    table = read_metadata(str(out))
+    assert set(table.column("status").to_pylist()) == {"skipped"} and set(table.column("label").to_pylist()) == {"hpss_binary"}
+    assert all("/hpss_binary/" in u for u in table.column("stem_uri").to_pylist())
+    assert {p: p.stat().st_mtime_ns for p in (out / "stems").rglob("*.wav")} == mtimes

@@ -121,6 +121,46 @@ def test_separate_catalog_emits_one_result_per_track_and_operator(tiny_catalog, 
     np.testing.assert_allclose(low + high, mix, atol=2e-4)  # two PCM_16 roundings
 
 
+def test_stem_layout_single_and_multi_operator_and_skips_in_both(tiny_catalog, tmp_path):
+    """One operator in the config: stems/<track_id>/<stem>; several: stems/<track_id>/<label>/<stem>.
+    Re-runs skip complete units in either layout; a unit recorded in the other layout is redone."""
+    out = tmp_path / "out"
+    tracks = match_inputs([str(tiny_catalog / "**" / "*.wav")])
+    ids = [t.track_id for t in tracks]
+    single = job_config_from_dict({"operators": ["pipeline_test_lowhigh"]})
+    multi_file = {"operators": ["pipeline_test_lowhigh", "pipeline_test_failing"]}
+    only_lowhigh = job_config_from_dict(multi_file, operators=["pipeline_test_lowhigh"])
+    assert single.operators == only_lowhigh.operators and single.unit_digest(single.operators[0]) == (
+        only_lowhigh.unit_digest(only_lowhigh.operators[0])
+    )
+
+    def statuses(expected):
+        return lambda results: equal_to([(t, expected) for t in ids])(sorted((r["track_id"], r["status"]) for r in results))
+
+    def stem_files():
+        return sorted(str(p.relative_to(out / "stems")) for p in (out / "stems").rglob("*.flac"))
+
+    run_catalog(tracks, single, out, check=statuses("ok"))
+    flat = sorted(f"{t}/{s}.flac" for t in ids for s in ("high", "low"))
+    assert stem_files() == flat
+    part = read_part(str(out / "_sepflow/parts/pipeline_test_lowhigh/x.parquet")).to_pylist()
+    assert sorted(r["stem_uri"] for r in part) == [str(out / "stems/x/high.flac"), str(out / "stems/x/low.flac")]
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "stems").rglob("*.flac")}
+    run_catalog(tracks, single, out, run_id="r2", check=statuses("skipped"))
+    assert {p: p.stat().st_mtime_ns for p in (out / "stems").rglob("*.flac")} == mtimes
+
+    # --operator on the multi-operator config: that config's layout, so the flat stems of
+    # the single-operator job are not its outputs; the unit is redone under the label.
+    run_catalog(tracks, only_lowhigh, out, run_id="r3", check=statuses("ok"))
+    nested = sorted(f"{t}/pipeline_test_lowhigh/{s}.flac" for t in ids for s in ("high", "low"))
+    assert stem_files() == sorted(flat + nested)  # the flat files stay where they were
+    part = read_part(str(out / "_sepflow/parts/pipeline_test_lowhigh/x.parquet")).to_pylist()
+    assert sorted(r["stem_uri"] for r in part) == [
+        str(out / "stems/x/pipeline_test_lowhigh/high.flac"), str(out / "stems/x/pipeline_test_lowhigh/low.flac")
+    ]
+    run_catalog(tracks, only_lowhigh, out, run_id="r4", check=statuses("skipped"))
+
+
 def test_operators_share_one_stft_per_track(tiny_catalog, tmp_path):
     job = job_config_from_dict(
         {
