@@ -73,6 +73,38 @@ def test_in_process_run_writes_stems_and_metadata(catalog, reference_run):
     assert len([f for f in files if f.startswith("_sepflow/runs/")]) == 1
 
 
+def test_metadata_reads_as_one_table_in_duckdb(reference_run):
+    """DuckDB, pyarrow.dataset and pandas see the same rows and columns in <output>/metadata/."""
+    duckdb = pytest.importorskip("duckdb")
+    _, out, summary = reference_run
+    pattern = str(out / "metadata" / "*.parquet")
+    arrow = ds.dataset(out / "metadata", format="parquet").to_table()
+    frame = pd.read_parquet(out / "metadata")
+    con = duckdb.connect()
+    try:
+        rel = con.sql(f"select * from read_parquet('{pattern}')")
+        assert rel.columns == arrow.column_names == list(frame.columns)
+        [(count,)] = con.sql(f"select count(*) from read_parquet('{pattern}')").fetchall()
+        assert count == arrow.num_rows == len(frame) == summary.metadata.num_rows > 0
+        # The same rows, not only the same number.
+        assert comparable(rel.to_arrow_table()) == comparable(arrow)
+        # The query the docs show: per-operator mean stem level, and error rows.
+        per_operator = con.sql(
+            f"""select label, stem, count(*) as n, avg(stem_rms_db) as mean_rms_db
+                from read_parquet('{pattern}') where status != 'error'
+                group by label, stem order by label, stem"""
+        ).fetchall()
+        by_stem = {(r["label"], r["stem"]): r["stem_rms_db"] for r in arrow.to_pylist()}
+        assert [(label, stem) for label, stem, _, _ in per_operator] == sorted(by_stem)
+        for label, stem, n, mean_db in per_operator:
+            levels = [r["stem_rms_db"] for r in arrow.to_pylist() if (r["label"], r["stem"]) == (label, stem)]
+            assert n == len(levels) and mean_db == pytest.approx(sum(levels) / len(levels))
+        [(errors,)] = con.sql(f"select count(*) from read_parquet('{pattern}') where status = 'error'").fetchall()
+        assert errors == 0
+    finally:
+        con.close()
+
+
 def test_multi_process_runner_reproduces_the_in_process_run(catalog, reference_run, tmp_path):
     root, tracks = catalog
     job, ref_out, _ = reference_run
