@@ -70,9 +70,10 @@ def bss_eval(
             continue
         r = torch.from_numpy(ref[live, c])
         e = torch.from_numpy(est[live, c])
-        s, i_, a = fast_bss_eval.bss_eval_sources(
-            r, e, filter_length=filter_length, compute_permutation=False
-        )
+        with _one_torch_thread():
+            s, i_, a = fast_bss_eval.bss_eval_sources(
+                r, e, filter_length=filter_length, compute_permutation=False
+            )
         sdr[c, live], sir[c, live], sar[c, live] = s.numpy(), i_.numpy(), a.numpy()
     with np.errstate(all="ignore"), _quiet_nanmean():
         return {
@@ -81,6 +82,23 @@ def bss_eval(
             )
             for k, n in enumerate(names)
         }
+
+
+class _one_torch_thread:
+    """Run torch on one thread: torch 2.13's CPU build fails batched ``linalg.solve``
+    (MKL DLASWP "parameter 6 was incorrect", then "Pivots given to lu_solve") whenever it
+    uses more than one thread, and fast-bss-eval solves one batched system per stem."""
+
+    def __enter__(self):
+        import torch
+
+        self._n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._n)
 
 
 class _quiet_nanmean:

@@ -72,3 +72,20 @@ def test_metrics_match_mir_eval(data_dir, manifest):
     np.testing.assert_allclose([ours[s].sdr for s in refs], sdr, atol=1e-6)
     np.testing.assert_allclose([ours[s].sir for s in refs], sir, atol=1e-6)
     np.testing.assert_allclose([ours[s].sar for s in refs], sar, atol=1e-6)
+
+
+def test_metrics_work_whatever_torch_threads(data_dir, manifest):
+    """torch 2.13's batched solve breaks with several threads; bss_eval must not."""
+    import torch
+
+    piece = pieces(manifest, "loops")[0]
+    mix, sr, refs = load_piece(data_dir, piece)
+    n = 2 * sr
+    refs = {k: v[:, :n] for k, v in refs.items()}
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scores = bss_eval(refs, trivial_estimate(mix[:, :n], refs))
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.isfinite(s.sdr) for s in scores.values())
