@@ -209,7 +209,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The ``sepflow`` parser; ``commands`` limits which subcommands get their arguments.
+
+    Every subcommand is listed either way. Adding a subcommand's arguments may import heavy
+    modules (``train`` imports torch, seconds of start-up), so ``main`` only adds those of
+    the command being run.
+    """
     parser = argparse.ArgumentParser(
         prog="sepflow",
         description="Music source separation for whole catalogs, as an Apache Beam batch pipeline.",
@@ -226,13 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
             description=command.description or command.help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        command.add_arguments(p)
+        if commands is None or name in commands:
+            command.add_arguments(p)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     _import_beam_quietly()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The first word that is not a flag is the subcommand (the top level has only flags).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser([chosen] if chosen else [])
     args, unknown = parser.parse_known_args(argv)
     command = SUBCOMMANDS[args.command]
     if unknown and not command.passes_unknown_args:

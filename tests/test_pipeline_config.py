@@ -179,6 +179,23 @@ def test_cli_rejects_bad_config_before_running(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_cli_adds_only_the_chosen_subcommands_arguments(monkeypatch, capsys):
+    """`train`'s arguments import torch (seconds); `sepflow run` and `operators` must not pay that."""
+    from pipelines import cli
+
+    def boom(parser):
+        raise AssertionError("train's arguments were built for another subcommand")
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "train", cli.SUBCOMMANDS["train"]._replace(add_arguments=boom))
+    assert main(["operators", "pipeline_config_toy"]) == 0
+    assert "pipeline_config_toy" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "train" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="train's arguments"):
+        main(["train", "unet", "--help"])
+
+
 def test_cli_help_and_operators(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
