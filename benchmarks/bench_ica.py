@@ -18,18 +18,18 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import itertools  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k  # noqa: E402
-from sepops import get_operator  # noqa: E402
-from sepops.metrics import bss_eval, mean_sdr  # noqa: E402
+from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k
+from sepops import get_operator
+from sepops.metrics import bss_eval, mean_sdr
 
 
 def best_permutation_sdr(refs: dict, estimates: list) -> float:

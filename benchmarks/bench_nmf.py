@@ -25,19 +25,19 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k  # noqa: E402
-from sepops import get_operator  # noqa: E402
-from sepops.base import stems_from_estimates  # noqa: E402
-from sepops.metrics import bss_eval, mean_sdr, trivial_estimate  # noqa: E402
-from sepops.spectral import Analysis, StftConfig  # noqa: E402
+from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k
+from sepops import get_operator
+from sepops.base import stems_from_estimates
+from sepops.metrics import bss_eval, mean_sdr, trivial_estimate
+from sepops.spectral import Analysis, StftConfig
 
 CFG = StftConfig(2048, 512)
 
@@ -131,11 +131,11 @@ def speed_rows(seconds: float = 30.0) -> list[dict]:
     for label, params in [("unsupervised", {}), ("supervised loops", {"dictionary": "loops_accompaniment_lead"})]:
         op = get_operator("nmf", n_iter=100, tol=0, **params)
         cfg = op.stft_config_for(sr)
-        ours_wall, ours_cpu = _times(lambda: op.separate(x, sr))
+        ours_wall, ours_cpu = _times(lambda op=op: op.separate(x, sr))
         V = np.abs(Analysis(x, sr).stft(cfg)).mean(axis=0)
         k = op.config.n_components if not params else sum(W.shape[1] for W in op.dictionary.templates.values())
 
-        def reference():
+        def reference(V=V, k=k):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 NMF(k, beta_loss="kullback-leibler", solver="mu", max_iter=100, tol=0, init="random",

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sepops import load_audio  # noqa: E402
-from sepops.operators.nmf import learn_dictionary, save_dictionary  # noqa: E402
+from sepops import load_audio
+from sepops.operators.nmf import learn_dictionary, save_dictionary
 
 #: name -> (manifest subset, stems, default templates per stem) of each shipped dictionary.
 DICTIONARIES = {

@@ -38,14 +38,14 @@ The fixed point is found on at most ``max_samples`` samples spread evenly over t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
 from ..base import Operator, register
 from ..spectral import Analysis
 
-__all__ = ["IcaOperator", "IcaConfig", "IcaResult", "whiten", "fastica", "order_sources"]
+__all__ = ["IcaConfig", "IcaOperator", "IcaResult", "fastica", "order_sources", "whiten"]
 
 
 def whiten(X: np.ndarray, n_components: int | None = None, rank_tol: float = 1e-8):
@@ -238,7 +238,7 @@ class IcaConfig:
     seed : seed of the initial rotation (results are deterministic).
     """
 
-    n_sources: Optional[int] = None
+    n_sources: int | None = None
     fun: Literal["logcosh", "exp", "cube"] = "logcosh"
     alpha: float = 1.0
     max_iter: int = 200

@@ -57,7 +57,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
@@ -65,19 +65,19 @@ from ..base import Operator, register, stems_from_estimates
 from ..spectral import Analysis, StftConfig, stft
 
 __all__ = [
-    "NmfOperator",
     "NmfConfig",
-    "NmfResult",
     "NmfDictionary",
+    "NmfOperator",
+    "NmfResult",
     "beta_divergence",
-    "nmf",
-    "learn_dictionary",
-    "save_dictionary",
-    "load_dictionary",
-    "shipped_dictionaries",
-    "loop_period",
-    "repetition_scores",
     "group_components",
+    "learn_dictionary",
+    "load_dictionary",
+    "loop_period",
+    "nmf",
+    "repetition_scores",
+    "save_dictionary",
+    "shipped_dictionaries",
 ]
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "nmf"
@@ -369,7 +369,7 @@ def loop_period(
     """
     b = beat_spectrum(V)
     T = len(b)
-    lo = max(1, int(round(min_period_s * sr / hop_length)))
+    lo = max(1, round(min_period_s * sr / hop_length))
     hi = int(T * max_fraction)
     if hi <= lo or not b.any():
         return None
@@ -701,12 +701,12 @@ class NmfConfig:
     seed : seed of the random initialisation (results are deterministic).
     """
 
-    dictionary: Optional[str] = None
-    stems: Optional[tuple[str, ...]] = None
+    dictionary: str | None = None
+    stems: tuple[str, ...] | None = None
     n_components: int = 30
     grouping: Literal["repetition", "percussive", "pitch"] = "repetition"
     repetition_threshold: float = 0.65
-    beta: Optional[float] = None
+    beta: float | None = None
     n_iter: int = 100
     tol: float = 1e-4
     mask: Literal["soft", "binary"] = "soft"
@@ -798,10 +798,10 @@ class NmfOperator(Operator):
         if self.dictionary is not None:
             d = self.dictionary
             # Same window duration, hence the same bin spacing: templates map bin to bin.
-            n_fft = max(16, 2 * int(round(d.n_fft * sr / d.sr / 2)))
-            hop = max(1, min(n_fft, int(round(d.hop_length * sr / d.sr))))
+            n_fft = max(16, 2 * round(d.n_fft * sr / d.sr / 2))
+            hop = max(1, min(n_fft, round(d.hop_length * sr / d.sr)))
             return StftConfig(n_fft, hop, d.window)
-        n_fft = max(16, 2 ** int(round(np.log2(_REFERENCE_N_FFT * sr / _REFERENCE_SR))))
+        n_fft = max(16, 2 ** round(np.log2(_REFERENCE_N_FFT * sr / _REFERENCE_SR)))
         return StftConfig(n_fft, n_fft // 4, c.window)
 
     def separate(self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
