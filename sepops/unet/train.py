@@ -102,16 +102,24 @@ def validate(model, meta, tracks, device) -> float:
     """Mean SDR over the held-apart pieces, separated as the ``unet`` operator does."""
     from ..operators.unet import UNetSeparator
 
+    import torch
+
     model.eval()
     sep = UNetSeparator(model, meta, device=device, chunk_seconds=0)
     scores = []
+    threads = torch.get_num_threads()
     for t in tracks:
         refs = {s: t.audio[i].astype(np.float32) for i, s in enumerate(meta["stems"])}
         est = sep.separate(sum(refs.values()), meta["sample_rate"])
+        # BSS Eval's batched solve fails with more than one MKL thread on this torch build
+        # ("Parameter 6 was incorrect on entry to DLASWP"), so it runs on one.
+        torch.set_num_threads(1)
         try:
             scores.append(mean_sdr(bss_eval(refs, est)))
         except RuntimeError:  # singular BSS Eval system, e.g. identical estimates early on
             scores.append(float("nan"))
+        finally:
+            torch.set_num_threads(threads)
     model.train()
     return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
 
