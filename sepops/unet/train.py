@@ -111,8 +111,9 @@ def validate(model, meta, tracks, device) -> float:
     for t in tracks:
         refs = {s: t.audio[i].astype(np.float32) for i, s in enumerate(meta["stems"])}
         est = sep.separate(sum(refs.values()), meta["sample_rate"])
-        # BSS Eval's batched solve fails with more than one MKL thread on this torch build
-        # ("Parameter 6 was incorrect on entry to DLASWP"), so it runs on one.
+        # BSS Eval's solve is unreliable with several MKL threads on this torch build: it failed
+        # in a 2-thread run ("Parameter 6 was incorrect on entry to DLASWP") and gave SDRs
+        # differing between runs by 0.1 dB. One thread is exact and reproducible.
         torch.set_num_threads(1)
         try:
             scores.append(mean_sdr(bss_eval(refs, est)))
