@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import best_time, print_table, stereo_44k  # noqa: E402
+from benchmarks.common import best_time, print_table, stereo_44k
 
 
 def _measure(model: str, threads: int, seconds: float, repeat: int, queue) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_piece, manifest, print_table  # noqa: E402
+from benchmarks.common import load_piece, manifest, print_table
 
 QUICK_PIECES = 2
 

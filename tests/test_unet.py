@@ -11,12 +11,16 @@ import torch
 
 from sepops import get_operator
 from sepops.metrics import bss_eval, mean_sdr
-from sepops.operators.unet import UNetSeparator, frames_stft, shipped_models
+from sepops.operators.unet import frames_stft, shipped_models
 from sepops.spectral import StftConfig, stft
-from sepops.unet.model import CheckpointError, SeparationUNet, load_checkpoint, save_checkpoint
+from sepops.unet.model import (
+    CheckpointError,
+    SeparationUNet,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 from .conftest import load_piece, pieces
-
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class UNetConfig:
     overlap_frames: int = 0
     batch_size: int = 8
     chunk_seconds: float = 60.0
-    power: Optional[float] = None
+    power: float | None = None
     wiener_iterations: int = 0
     threads: int = 0
 

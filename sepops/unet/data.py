@@ -25,7 +25,7 @@ import numpy as np
 
 from ..audio import load_audio
 
-__all__ = ["Track", "find_tracks", "load_tracks", "PatchSampler"]
+__all__ = ["PatchSampler", "Track", "find_tracks", "load_tracks"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export_onnx", "check_onnx", "main", "run"]
+__all__ = ["check_onnx", "export_onnx", "main", "run"]
 
 
 def export_onnx(model: str, out: str | Path, *, opset: int = 17) -> Path:

@@ -26,14 +26,14 @@ import torch
 from torch import nn
 
 __all__ = [
-    "UNet",
-    "SeparationUNet",
-    "ENCODER_FILTERS",
     "DOWNSAMPLING",
+    "ENCODER_FILTERS",
     "CheckpointError",
-    "save_checkpoint",
-    "load_checkpoint",
+    "SeparationUNet",
+    "UNet",
     "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
 ]
 
 #: ``config.json["format"]`` of a U-Net checkpoint folder.
@@ -45,7 +45,7 @@ DOWNSAMPLING = 2 ** len(ENCODER_FILTERS)
 
 
 def _scaled(filters: int, width: float) -> int:
-    return max(1, int(round(filters * width)))
+    return max(1, round(filters * width))
 
 
 class UNet(nn.Module):

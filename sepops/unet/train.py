@@ -100,9 +100,9 @@ def spectrogram_batch(stems, cfg, torch):
 
 def validate(model, meta, tracks, device) -> float:
     """Mean SDR over the held-apart pieces, separated as the ``unet`` operator does."""
-    from ..operators.unet import UNetSeparator
-
     import torch
+
+    from ..operators.unet import UNetSeparator
 
     model.eval()
     sep = UNetSeparator(model, meta, device=device, chunk_seconds=0)
