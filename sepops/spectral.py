@@ -65,9 +65,11 @@ def stft(
     padded = np.zeros((channels, total), dtype=np.float32)
     padded[:, pad : pad + n] = x
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop_length]
-    frames = frames[:, :n_frames] * _window(window, n_fft)
-    spec = scipy.fft.rfft(frames, axis=-1).astype(np.complex64, copy=False)
-    return np.ascontiguousarray(spec.transpose(0, 2, 1))
+    # Lay the windowed frames out as (channels, n_fft, frames) and transform along axis 1:
+    # the FFT then writes (channels, bins, frames) directly, with no transposed copy after.
+    frames = frames[:, :n_frames].transpose(0, 2, 1) * _window(window, n_fft)[:, None]
+    spec = scipy.fft.rfft(frames, axis=1, workers=1)  # float32 in -> complex64 out
+    return spec.astype(np.complex64, copy=False)
 
 
 def istft(
@@ -94,7 +96,11 @@ def istft(
         spec = spec[None]
     channels, _, n_frames = spec.shape
     win = _window(window, n_fft)
-    frames = scipy.fft.irfft(spec.transpose(0, 2, 1), n=n_fft, axis=-1).astype(np.float32) * win
+    if spec.dtype != np.complex64:
+        spec = spec.astype(np.complex64)
+    # (channels, frames, n_fft): the transposed view is gathered by the FFT itself.
+    frames = scipy.fft.irfft(spec.transpose(0, 2, 1), n=n_fft, axis=-1, workers=1)
+    frames *= win
     total = (n_frames - 1) * hop_length + n_fft
     out = np.zeros((channels, total), dtype=np.float32)
     norm = np.zeros(total, dtype=np.float32)

@@ -51,6 +51,8 @@ def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
     x = np.asarray(x)
     if size == 1 or x.size == 0:
         return x.copy()
+    if size <= _NETWORK_MAX_SIZE:
+        return _median_network(x, size, axis)
     half = size // 2
     lines = np.moveaxis(x, axis, -1)
     pad = [(0, 0)] * (lines.ndim - 1) + [(half, half)]
@@ -59,6 +61,55 @@ def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
     flat = scipy.ndimage.median_filter(padded.reshape(-1), size=size, mode="reflect")
     out = flat.reshape(padded.shape)[..., half : half + lines.shape[-1]]
     return np.ascontiguousarray(np.moveaxis(out, -1, axis))
+
+
+# Up to this length a min/max selection network beats the double heap (~5x at 7).
+_NETWORK_MAX_SIZE = 9
+
+
+def _median_network(x: np.ndarray, size: int, axis: int, rows_block: int = 32) -> np.ndarray:
+    """:func:`median_filter_axis` for short windows, by a min/max selection network.
+
+    Along ``axis`` (moved first) window ``j`` of every output row is the padded slice
+    ``P[j : j + n]``; ``size // 2 + 1`` bubble passes of compare-exchanges (``np.minimum``,
+    ``np.maximum``) carry the largest values up, and the last value carried is the median.
+    Exact (only comparisons), and worked through blocks of ``rows_block`` rows so that the
+    intermediates stay in cache.
+    """
+    lines = np.moveaxis(x, axis, 0)
+    n, half = lines.shape[0], size // 2
+    padded = np.pad(lines, [(half, half)] + [(0, 0)] * (lines.ndim - 1), mode="symmetric")
+    padded = padded.reshape(padded.shape[0], -1)
+    out = np.empty((n, padded.shape[1]), dtype=x.dtype)
+    bufs = [np.empty((rows_block, padded.shape[1]), dtype=x.dtype) for _ in range(size + 2)]
+    for r0 in range(0, n, rows_block):
+        r1 = min(n, r0 + rows_block)
+        # Each value: (array, index of the buffer holding it or None for a padded slice).
+        vals = [(padded[r0 + j : r1 + j], None) for j in range(size)]
+        free = list(range(len(bufs)))
+
+        def take():
+            k = free.pop()
+            return bufs[k][: r1 - r0], k
+
+        for p in range(half + 1):
+            last = size - 1 - p
+            for i in range(last):
+                a, b = vals[i], vals[i + 1]
+                if p < half:
+                    lo, hi = take(), take()
+                    np.minimum(a[0], b[0], out=lo[0])
+                    np.maximum(a[0], b[0], out=hi[0])
+                    vals[i], vals[i + 1] = lo, hi
+                elif i == last - 1:  # the median: the largest of what is left
+                    np.maximum(a[0], b[0], out=out[r0:r1])
+                    continue
+                else:  # last pass: only the running maximum is needed
+                    hi = take()
+                    np.maximum(a[0], b[0], out=hi[0])
+                    vals[i + 1] = hi
+                free.extend(k for _, k in (a, b) if k is not None)
+    return np.ascontiguousarray(np.moveaxis(out.reshape(lines.shape), 0, axis))
 
 
 def _odd(n: float) -> int:

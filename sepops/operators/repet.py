@@ -54,9 +54,13 @@ def beat_spectrum(power: np.ndarray) -> np.ndarray:
     frames = power.shape[-1]
     # Zero-padding to 2 x frames makes the FFT's circular correlation a linear one.
     n = scipy.fft.next_fast_len(2 * frames)
-    spec = scipy.fft.rfft(power, n=n, axis=-1)
-    acf = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n, axis=-1)[..., :frames]
-    b = acf.mean(axis=0, dtype=np.float64) / (frames - np.arange(frames))
+    spec = scipy.fft.rfft(power, n=n, axis=-1, workers=1)
+    # The inverse FFT is linear: the mean over bins of the autocorrelations is the inverse
+    # FFT of the mean power spectrum, so one inverse FFT replaces one per bin.
+    psd = np.einsum("ij,ij->j", spec.real, spec.real, dtype=np.float64)
+    psd += np.einsum("ij,ij->j", spec.imag, spec.imag, dtype=np.float64)
+    acf = scipy.fft.irfft(psd / power.shape[0], n=n)[:frames]
+    b = acf / (frames - np.arange(frames))
     return b / b[0] if b[0] > 0 else np.zeros_like(b)
 
 
@@ -111,6 +115,40 @@ def _median_last(x: np.ndarray) -> np.ndarray:
     return 0.5 * (s[..., n // 2 - 1] + s[..., n // 2])
 
 
+def _median_of(arrays: list[np.ndarray], block_elems: int = 1 << 14) -> np.ndarray:
+    """Element-wise median of a few equally shaped arrays, float32, equal to
+    :func:`_median_last` of them stacked on a last axis.
+
+    A min/max selection network (``k // 2`` bubble passes carry the largest values up, then
+    a maximum of what is left) needs no transposed copy and no per-element partition, and is
+    worked through blocks of ``block_elems`` elements so that the intermediates stay in cache.
+    Beyond a couple of dozen arrays the network's ``O(k^2)`` passes lose to a partition.
+    """
+    k = len(arrays)
+    if k > 24:
+        return _median_last(np.stack(arrays, axis=-1))
+    shape = arrays[0].shape
+    if k == 1:
+        return np.array(arrays[0], dtype=np.float32)
+    last = shape[-1] if shape else 1
+    flat = [np.asarray(a, dtype=np.float32).reshape(-1, last) for a in arrays]
+    out = np.empty((flat[0].shape[0], last), dtype=np.float32)
+    rows = max(1, block_elems // max(1, last))
+    full = k // 2
+    for r0 in range(0, out.shape[0], rows):
+        v = [a[r0 : r0 + rows] for a in flat]
+        for p in range(full):
+            for i in range(k - 1 - p):
+                v[i], v[i + 1] = np.minimum(v[i], v[i + 1]), np.maximum(v[i], v[i + 1])
+        m = v[0]
+        for i in range(1, k - full):
+            m = np.maximum(m, v[i])
+        if k % 2 == 0:  # mean of the two middle values, as np.median
+            m = np.float32(0.5) * (m + v[k - full])
+        out[r0 : r0 + rows] = m
+    return out.reshape(shape)
+
+
 def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
     """REPET's model of the repeating background.
 
@@ -136,9 +174,9 @@ def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
     padded[..., :frames] = mag
     segs = padded.reshape(mag.shape[:-1] + (reps, period))
     model = np.empty(mag.shape[:-1] + (period,), dtype=np.float32)
-    model[..., :full] = _median_last(np.moveaxis(segs[..., :, :full], -2, -1))
+    model[..., :full] = _median_of([segs[..., r, :full] for r in range(reps)])
     if full < period:  # offsets missing from the partial last segment
-        model[..., full:] = _median_last(np.moveaxis(segs[..., : reps - 1, full:], -2, -1))
+        model[..., full:] = _median_of([segs[..., r, full:] for r in range(reps - 1)])
     tiled = np.tile(model, (1,) * (mag.ndim - 1) + (reps,))[..., :frames]
     return np.minimum(tiled, mag)
 
@@ -222,17 +260,25 @@ def background_mask(
     -------
     np.ndarray, float32, shape of ``mag``
     """
-    fg = np.maximum(mag - background, 0.0)
+    fg = np.subtract(mag, background, dtype=np.float32)
+    np.maximum(fg, 0.0, out=fg)
     if mask == "binary":
         m = (background > fg).astype(np.float32)
     else:
         # 1 / (1 + (F/W)^p): one power instead of two. W = 0 gives F/tiny -> inf -> 0
         # (all foreground); V = 0 gives 0 -> 1, harmless since the mixture bin is 0.
+        # Computed in place in ``fg``; square roots and squares skip the slower ``pow``.
         with np.errstate(over="ignore", divide="ignore"):
-            ratio = fg / np.maximum(background, np.finfo(np.float32).tiny)
-            if power != 1.0:
-                ratio **= power
-            m = np.reciprocal(1.0 + ratio, dtype=np.float32)
+            m = fg
+            m /= np.maximum(background, np.finfo(np.float32).tiny)
+            if power == 0.5:
+                np.sqrt(m, out=m)
+            elif power == 2.0:
+                np.square(m, out=m)
+            elif power != 1.0:
+                m **= np.float32(power)
+            m += 1.0
+            np.reciprocal(m, out=m)
     m[..., :highpass_bins, :] = 1.0
     return m
 
