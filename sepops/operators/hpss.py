@@ -20,7 +20,7 @@ import numpy as np
 import scipy.ndimage
 
 from ..base import Operator, register
-from ..masks import binary_masks, soft_masks
+from ..masks import _EPS, binary_masks
 from ..spectral import Analysis, StftConfig
 
 __all__ = ["HpssConfig", "HpssOperator", "hpss_masks", "kernel_sizes", "median_filter_axis"]
@@ -135,6 +135,23 @@ def kernel_sizes(
     )
 
 
+def _soft_mask_pair(a: np.ndarray, b: np.ndarray, power: float) -> np.ndarray:
+    """``soft_masks([a, b], power)[0]`` for two sources, with fewer temporaries (float32,
+    in place; ``b`` is overwritten)."""
+    num = np.square(a) if power == 2.0 else np.power(a, np.float32(power))
+    den = b
+    if power == 2.0:
+        np.square(den, out=den)
+    elif power != 1.0:
+        np.power(den, np.float32(power), out=den)
+    den += num
+    empty = den <= _EPS  # bins where both estimates vanish are shared equally
+    np.maximum(den, _EPS, out=den)
+    num /= den
+    num[empty] = 0.5
+    return num
+
+
 def hpss_masks(
     mag: np.ndarray,
     harmonic_kernel: int,
@@ -174,8 +191,9 @@ def hpss_masks(
 
     def claim(winner: np.ndarray, loser: np.ndarray) -> np.ndarray:
         # Mask of bins where ``winner`` beats ``margin * loser``; ties go to the loser.
-        est = [winner, margin * loser]
-        return binary_masks(est)[0] if mask == "binary" else soft_masks(est, power)[0]
+        if mask == "binary":
+            return binary_masks([winner, margin * loser])[0]
+        return _soft_mask_pair(winner, margin * loser, power)
 
     m_h = claim(harm, perc)
     if not residual:

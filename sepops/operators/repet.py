@@ -169,16 +169,19 @@ def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
     mag = np.asarray(mag, dtype=np.float32)
     frames = mag.shape[-1]
     reps = -(-frames // period)
-    full = frames - (reps - 1) * period  # offsets within a period present in every segment
-    padded = np.zeros(mag.shape[:-1] + (reps * period,), dtype=np.float32)
-    padded[..., :frames] = mag
-    segs = padded.reshape(mag.shape[:-1] + (reps, period))
+    whole = (reps - 1) * period  # frames in complete segments
+    full = frames - whole  # offsets within a period present in every segment
+    seg = lambda r, lo, hi: mag[..., r * period + lo : r * period + hi]  # noqa: E731
     model = np.empty(mag.shape[:-1] + (period,), dtype=np.float32)
-    model[..., :full] = _median_of([segs[..., r, :full] for r in range(reps)])
+    model[..., :full] = _median_of([seg(r, 0, full) for r in range(reps)])
     if full < period:  # offsets missing from the partial last segment
-        model[..., full:] = _median_of([segs[..., r, full:] for r in range(reps - 1)])
-    tiled = np.tile(model, (1,) * (mag.ndim - 1) + (reps,))[..., :frames]
-    return np.minimum(tiled, mag)
+        model[..., full:] = _median_of([seg(r, full, period) for r in range(reps - 1)])
+    # Repeat the model over the segments (broadcast, no tiled copy), capped by the mixture.
+    out = np.empty_like(mag)
+    shape = mag.shape[:-1] + (reps - 1, period)
+    np.minimum(mag[..., :whole].reshape(shape), model[..., None, :], out=out[..., :whole].reshape(shape))
+    np.minimum(mag[..., whole:], model[..., :full], out=out[..., whole:])
+    return out
 
 
 def similar_frames(
@@ -383,7 +386,10 @@ class RepetOperator(_RepetBase):
         if c.period_s is not None:
             p = max(1, round(c.period_s * frames_per_s))
             return p if p < mag.shape[-1] else None
-        beat = beat_spectrum(np.mean(mag**2, axis=0))
+        power = np.square(mag[0])
+        for ch in mag[1:]:
+            power += np.square(ch)
+        beat = beat_spectrum(power / mag.shape[0])
         lo = max(1, round(c.min_period_s * frames_per_s))
         hi = min(round(c.max_period_s * frames_per_s), mag.shape[-1] // 2)
         return repeating_period(beat, lo, hi, c.multiple_threshold)
