@@ -87,10 +87,7 @@ def _median_network(x: np.ndarray, size: int, axis: int, rows_block: int = 32) -
         # Each value: (array, index of the buffer holding it or None for a padded slice).
         vals = [(padded[r0 + j : r1 + j], None) for j in range(size)]
         free = list(range(len(bufs)))
-
-        def take():
-            k = free.pop()
-            return bufs[k][: r1 - r0], k
+        take = lambda free=free, h=r1 - r0: (bufs[free[-1]][:h], free.pop())
 
         for p in range(half + 1):
             last = size - 1 - p

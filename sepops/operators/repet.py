@@ -171,7 +171,10 @@ def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
     reps = -(-frames // period)
     whole = (reps - 1) * period  # frames in complete segments
     full = frames - whole  # offsets within a period present in every segment
-    seg = lambda r, lo, hi: mag[..., r * period + lo : r * period + hi]  # noqa: E731
+
+    def seg(r: int, lo: int, hi: int) -> np.ndarray:
+        return mag[..., r * period + lo : r * period + hi]
+
     model = np.empty(mag.shape[:-1] + (period,), dtype=np.float32)
     model[..., :full] = _median_of([seg(r, 0, full) for r in range(reps)])
     if full < period:  # offsets missing from the partial last segment
