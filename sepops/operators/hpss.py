@@ -135,18 +135,25 @@ def kernel_sizes(
 def _soft_mask_pair(a: np.ndarray, b: np.ndarray, power: float) -> np.ndarray:
     """``soft_masks([a, b], power)[0]`` for two sources, with fewer temporaries (float32,
     in place; ``b`` is overwritten)."""
-    num = np.square(a) if power == 2.0 else np.power(a, np.float32(power))
-    den = b
-    if power == 2.0:
-        np.square(den, out=den)
-    elif power != 1.0:
-        np.power(den, np.float32(power), out=den)
-    den += num
-    empty = den <= _EPS  # bins where both estimates vanish are shared equally
-    np.maximum(den, _EPS, out=den)
-    num /= den
-    num[empty] = 0.5
-    return num
+    out = np.empty(a.shape, dtype=np.float32)
+    # Worked through blocks along axis -2 so that the intermediates stay in cache.
+    step = max(1, (1 << 15) // max(1, a.shape[-1]))
+    for b0 in range(0, a.shape[-2], step):
+        sl = (..., slice(b0, b0 + step), slice(None))
+        num, den = out[sl], b[sl]
+        if power == 2.0:
+            np.square(a[sl], out=num)
+            np.square(den, out=den)
+        else:
+            np.power(a[sl], np.float32(power), out=num)
+            if power != 1.0:
+                np.power(den, np.float32(power), out=den)
+        den += num
+        empty = den <= _EPS  # bins where both estimates vanish are shared equally
+        np.maximum(den, _EPS, out=den)
+        num /= den
+        num[empty] = 0.5
+    return out
 
 
 def hpss_masks(

@@ -266,25 +266,33 @@ def background_mask(
     -------
     np.ndarray, float32, shape of ``mag``
     """
-    fg = np.subtract(mag, background, dtype=np.float32)
-    np.maximum(fg, 0.0, out=fg)
-    if mask == "binary":
-        m = (background > fg).astype(np.float32)
-    else:
+    mag = np.asarray(mag, dtype=np.float32)
+    background = np.asarray(background, dtype=np.float32)
+    m = np.empty(np.broadcast_shapes(mag.shape, background.shape), dtype=np.float32)
+    # Worked through blocks of bins so that the intermediates stay in cache.
+    step = max(1, (1 << 15) // max(1, m.shape[-1]))
+    tiny = np.finfo(np.float32).tiny
+    for b0 in range(0, m.shape[-2], step):
+        sl = (..., slice(b0, b0 + step), slice(None))
+        v, w, out = mag[sl], background[sl], m[sl]
+        fg = np.subtract(v, w)
+        np.maximum(fg, 0.0, out=fg)
+        if mask == "binary":
+            np.greater(w, fg, out=out)
+            continue
         # 1 / (1 + (F/W)^p): one power instead of two. W = 0 gives F/tiny -> inf -> 0
         # (all foreground); V = 0 gives 0 -> 1, harmless since the mixture bin is 0.
-        # Computed in place in ``fg``; square roots and squares skip the slower ``pow``.
+        # Square roots and squares skip the slower ``pow``.
         with np.errstate(over="ignore", divide="ignore"):
-            m = fg
-            m /= np.maximum(background, np.finfo(np.float32).tiny)
+            fg /= np.maximum(w, tiny)
             if power == 0.5:
-                np.sqrt(m, out=m)
+                np.sqrt(fg, out=fg)
             elif power == 2.0:
-                np.square(m, out=m)
+                np.square(fg, out=fg)
             elif power != 1.0:
-                m **= np.float32(power)
-            m += 1.0
-            np.reciprocal(m, out=m)
+                fg **= np.float32(power)
+            fg += 1.0
+            np.reciprocal(fg, out=out)
     m[..., :highpass_bins, :] = 1.0
     return m
 
