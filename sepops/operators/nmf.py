@@ -239,6 +239,7 @@ def nmf(
     check_every: int = 10,
     seed: int = 0,
     eps: float | None = None,
+    init: Literal["random", "projection"] = "random",
 ) -> NmfResult:
     """Factorise ``V ≈ W @ H`` with multiplicative updates for the beta divergence.
 
@@ -264,12 +265,18 @@ def nmf(
         Stop when the divergence drops by less than ``tol`` times its initial value over
         ``check_every`` iterations (0: always run ``n_iter``).
     check_every : int
-        Iterations between divergence evaluations (they cost about one update each).
+        Iterations between divergence evaluations (they reuse the model ``W @ H`` that the
+        next update computes anyway, so they cost only the element-wise divergence); 0: never
+        (``divergences`` stays empty and ``tol`` is ignored).
     seed : int
         Seed of the random initialisation.
     eps : float, optional
         Floor of denominators and of the model; defaults to the dtype's ``tiny``-safe 1e-20
         (float64) or 1e-12 (float32).
+    init : {"random", "projection"}
+        Initial ``H`` when a dictionary ``W`` is given without one: random (seeded), or the
+        projection ``W.T @ V`` (the activations' first KL update from a flat start; it
+        converges in fewer iterations).
 
     Returns
     -------
@@ -290,22 +297,79 @@ def nmf(
     else:
         W = np.array(W, dtype=dtype)
         if H is None:
-            _, H = init_factors(V, W.shape[1], seed)
+            if init == "projection":
+                H = W.T @ V + float(V.mean()) * 1e-3 + eps
+            else:
+                _, H = init_factors(V, W.shape[1], seed)
             # W need not sum to 1 per column: rescale H so that the model's mean fits V's.
             H *= float(V.mean()) / max(float((W @ H).mean()), eps) if V.any() else 1.0
     H = np.array(H, dtype=dtype)
+    F, T = V.shape
+    K = W.shape[1]
     gamma = _mu_exponent(beta)
-    divergences = [beta_divergence(V, W @ H, beta)]
+    # Work buffers, allocated once: the model W @ H and its element-wise transforms.
+    WH = np.empty((F, T), dtype=dtype)
+    numH = np.empty((K, T), dtype=dtype)
+    numW = np.empty((F, K), dtype=dtype)
+    kl = beta == 1
+    # KL: the denominator of the H update is the column sums of W (fixed when W is).
+    denH_fixed = np.maximum(W.sum(axis=0), eps)[:, None] if (kl and not update_W) else None
+
+    def model(floor=True):
+        np.matmul(W, H, out=WH)
+        if floor:
+            np.maximum(WH, eps, out=WH)
+        return WH
+
+    if kl:
+        # Factors floored at eps keep W @ H >= eps**2 > 0 without flooring the (much larger)
+        # model at every update.
+        np.maximum(W, eps, out=W)
+        np.maximum(H, eps, out=H)
+
+    divergences = [beta_divergence(V, model(), beta)] if check_every > 0 else []
+    fresh = check_every > 0  # WH holds the model of the current W, H
+    pending = False  # a divergence is due for the current W, H
     it = 0
     for it in range(1, n_iter + 1):
-        _update_H(V, W, H, beta, gamma, eps)
-        if update_W:
-            _update_W(V, W, H, beta, gamma, eps)
-            _normalise(W, H, eps)
-        if it % check_every == 0 or it == n_iter:
-            divergences.append(beta_divergence(V, W @ H, beta))
+        if not fresh:
+            model(floor=not kl or pending)
+        if pending:
+            divergences.append(beta_divergence(V, WH, beta))
+            pending = False
             if tol > 0 and divergences[-2] - divergences[-1] < tol * divergences[0]:
+                it -= 1
                 break
+        # --- H update
+        if kl:
+            np.divide(V, WH, out=WH)
+            np.matmul(W.T, WH, out=numH)
+            numH /= denH_fixed if denH_fixed is not None else np.maximum(W.sum(axis=0), eps)[:, None]
+            if gamma != 1.0:
+                np.power(numH, gamma, out=numH)
+            H *= numH
+            np.maximum(H, eps, out=H)
+        else:
+            _update_H(V, W, H, beta, gamma, eps)
+        # --- W update
+        if update_W:
+            if kl:
+                model(floor=False)
+                np.divide(V, WH, out=WH)
+                np.matmul(WH, H.T, out=numW)
+                numW /= np.maximum(H.sum(axis=1), eps)[None, :]
+                if gamma != 1.0:
+                    np.power(numW, gamma, out=numW)
+                W *= numW
+                np.maximum(W, eps, out=W)
+            else:
+                _update_W(V, W, H, beta, gamma, eps)
+            _normalise(W, H, eps)
+        fresh = False
+        if check_every > 0 and (it % check_every == 0 or it == n_iter):
+            pending = True
+    if pending:
+        divergences.append(beta_divergence(V, model(), beta))
     return NmfResult(W, H, divergences, it)
 
 
@@ -326,10 +390,16 @@ def beat_spectrum(V: np.ndarray) -> np.ndarray:
         Value at lag ``l`` (in frames), normalised by the number of overlapping frames
         (unbiased) and by the value at lag 0; all zeros for silence.
     """
-    P = np.asarray(V, dtype=np.float64) ** 2
+    import scipy.fft
+
+    # float32 FFTs (twice as fast as float64); the mean over bins is accumulated in float64.
+    P = np.square(np.asarray(V, dtype=np.float32))
     T = P.shape[1]
-    spec = np.fft.rfft(P, n=2 * T, axis=1)  # zero padding: linear, not circular, correlation
-    ac = np.fft.irfft(np.abs(spec) ** 2, n=2 * T, axis=1)[:, :T].mean(axis=0)
+    n = scipy.fft.next_fast_len(2 * T, real=True)  # zero padding: linear, not circular, correlation
+    spec = scipy.fft.rfft(P, n=n, axis=1)
+    power = np.square(spec.real)
+    power += np.square(spec.imag)
+    ac = scipy.fft.irfft(power, n=n, axis=1)[:, :T].mean(axis=0, dtype=np.float64)
     ac /= np.arange(T, 0, -1)
     return ac / ac[0] if ac[0] > 0 else np.zeros(T)
 
@@ -693,6 +763,16 @@ class NmfConfig:
     beta : divergence, 2 Euclidean, 1 Kullback-Leibler, 0 Itakura-Saito (0 <= beta <= 2).
         ``None`` in supervised mode: the dictionary's.
     n_iter, tol : maximum multiplicative-update iterations and relative stopping tolerance.
+        ``n_iter=None``: 100 unsupervised (fewer lose up to 2 dB on the validation loops),
+        40 supervised (projection start: as good as 100 from a random one).
+    fit_max_freq : the factorisation is fitted on the bins up to this frequency (Hz; 0: all
+        bins), where music holds nearly all its energy and structure; it halves the work at
+        44.1 kHz. Above it, unsupervised: the templates are extended with ``high_band_iter``
+        dictionary-only updates, the activations fixed; supervised: the dictionary's own
+        templates (up to its Nyquist frequency) times the fitted activations.
+    high_band_iter : unsupervised, updates of the templates above ``fit_max_freq``.
+    init : supervised, initial activations, "projection" (``W.T @ V``, converges in fewer
+        iterations) or "random".
     mask, power : mask kind ("soft", "binary") and soft-mask exponent (2, Wiener-like gains,
         scored 0.5-0.8 dB above 1 in every mode on the validation set).
     wiener_iterations : EM iterations of the multichannel Wiener post-filter (0: off).
@@ -707,8 +787,11 @@ class NmfConfig:
     grouping: Literal["repetition", "percussive", "pitch"] = "repetition"
     repetition_threshold: float = 0.65
     beta: float | None = None
-    n_iter: int = 100
+    n_iter: int | None = None
     tol: float = 1e-4
+    fit_max_freq: float = 11025.0
+    high_band_iter: int = 10
+    init: Literal["projection", "random"] = "projection"
     mask: Literal["soft", "binary"] = "soft"
     power: float = 2.0
     wiener_iterations: int = 0
@@ -722,10 +805,16 @@ class NmfConfig:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}")
         if self.beta is not None and not 0.0 <= self.beta <= 2.0:
             raise ValueError(f"beta must be in [0, 2], got {self.beta}")
-        if self.n_iter < 1:
+        if self.n_iter is not None and self.n_iter < 1:
             raise ValueError(f"n_iter must be >= 1, got {self.n_iter}")
         if self.tol < 0:
             raise ValueError(f"tol must be >= 0, got {self.tol}")
+        if self.fit_max_freq < 0:
+            raise ValueError(f"fit_max_freq must be >= 0 (0: all bins), got {self.fit_max_freq}")
+        if self.high_band_iter < 0:
+            raise ValueError(f"high_band_iter must be >= 0, got {self.high_band_iter}")
+        if self.init not in ("projection", "random"):
+            raise ValueError(f"init must be 'projection' or 'random', got {self.init!r}")
         if not 0.0 <= self.repetition_threshold <= 1.0:
             raise ValueError(f"repetition_threshold must be in [0, 1], got {self.repetition_threshold}")
         if self.power <= 0:
@@ -818,15 +907,38 @@ class NmfOperator(Operator):
             an, cfg, estimates, mask=c.mask, power=c.power, wiener_iterations=c.wiener_iterations
         )
 
+    def _fit_bins(self, V, sr, cfg) -> int:
+        """Number of bins fitted: those up to ``fit_max_freq`` (at least 2, all if 0)."""
+        F = V.shape[0]
+        if not self.config.fit_max_freq:
+            return F
+        freqs = np.arange(F) * sr / cfg.n_fft
+        return int(min(F, max(2, np.searchsorted(freqs, self.config.fit_max_freq, side="right"))))
+
     def _unsupervised_estimates(self, V, sr, cfg) -> dict[str, np.ndarray]:
         c = self.config
         names = self.stem_names
-        res = nmf(V, c.n_components, beta=self.beta, n_iter=c.n_iter, tol=c.tol, seed=c.seed)
+        n_fit = self._fit_bins(V, sr, cfg)
+        res = nmf(
+            V[:n_fit], c.n_components, beta=self.beta, n_iter=c.n_iter or 100, tol=c.tol, seed=c.seed,
+            check_every=20,
+        )
+        W = res.W
+        if n_fit < V.shape[0]:
+            # Templates above the fitted band: dictionary-only updates, the activations fixed.
+            V_high = np.ascontiguousarray(V[n_fit:])
+            W_high = np.full((V_high.shape[0], W.shape[1]), 1.0 / V.shape[0], dtype=W.dtype)
+            if c.high_band_iter:
+                W_high = nmf(
+                    V_high.T, W=res.H.T, H=W_high.T, beta=self.beta, n_iter=c.high_band_iter,
+                    tol=0.0, update_W=False, check_every=0,
+                ).H.T
+            W = np.concatenate([W, W_high])
         labels = group_components(
-            res.W, res.H, c.grouping, len(names), V=V, sr=sr, n_fft=cfg.n_fft,
+            W, res.H, c.grouping, len(names), V=V, sr=sr, n_fft=cfg.n_fft,
             hop_length=cfg.hop_length, repetition_threshold=c.repetition_threshold,
         )
-        return {s: res.W[:, labels == i] @ res.H[labels == i] for i, s in enumerate(names)}
+        return {s: W[:, labels == i] @ res.H[labels == i] for i, s in enumerate(names)}
 
     def _supervised_estimates(self, V, sr, cfg) -> dict[str, np.ndarray]:
         c = self.config
@@ -834,12 +946,17 @@ class NmfOperator(Operator):
         freqs = np.arange(V.shape[0]) * sr / cfg.n_fft
         # Fit only below the dictionary's Nyquist frequency, where its templates are known.
         n_band = int(np.searchsorted(freqs, d.sr / 2, side="right"))
+        # ... and only up to fit_max_freq; above it the templates take the fitted activations.
+        n_fit = min(n_band, self._fit_bins(V, sr, cfg))
         key = (sr, cfg.n_fft)
         if key not in self._templates_cache:
             self._templates_cache[key] = d.on_frequencies(freqs[:n_band])
         templates = self._templates_cache[key]
-        W = np.concatenate([templates[s] for s in d.stems], axis=1)
-        res = nmf(V[:n_band], W=W, beta=self.beta, n_iter=c.n_iter, tol=c.tol, update_W=False, seed=c.seed)
+        W = np.concatenate([templates[s][:n_fit] for s in d.stems], axis=1)
+        res = nmf(
+            V[:n_fit], W=W, beta=self.beta, n_iter=c.n_iter or 40, tol=c.tol, update_W=False, seed=c.seed,
+            init=c.init,
+        )
         out, start = {}, 0
         for s in d.stems:
             k = templates[s].shape[1]
