@@ -74,7 +74,7 @@ def _sklearn_supervised(op, mix, sr, refs):
     W = np.concatenate([d.templates[s] for s in d.stems], axis=1)
     H, _, _ = non_negative_factorization(
         V.T, H=W.T.copy(), W=None, n_components=W.shape[1], update_H=False, init="custom",
-        beta_loss="kullback-leibler", solver="mu", max_iter=op.config.n_iter, random_state=0,
+        beta_loss="kullback-leibler", solver="mu", max_iter=op.config.n_iter or 100, random_state=0,
     )
     H = H.T
     est, start = {}, 0
