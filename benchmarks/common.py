@@ -57,15 +57,19 @@ def stereo_44k(seconds: float = 30.0, seed: int = 0) -> np.ndarray:
 
 
 def print_table(rows: list[dict], title: str = "") -> None:
-    """Print rows (dicts with the same keys) as a Markdown table."""
+    """Print rows as Markdown tables: one table per run of rows sharing the same columns."""
     if title:
         print(f"\n### {title}\n")
     if not rows:
         print("(no rows)")
         return
-    keys = list(rows[0])
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "|".join("---" for _ in keys) + "|")
+    keys = None
     for r in rows:
+        if list(r) != keys:
+            if keys is not None:
+                print()
+            keys = list(r)
+            print("| " + " | ".join(keys) + " |")
+            print("|" + "|".join("---" for _ in keys) + "|")
         print("| " + " | ".join(fmt(r[k]) for k in keys) + " |")
