@@ -16,13 +16,12 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import load_piece, pieces, print_table, stereo_44k
+from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 
 STEMS = ("percussive", "harmonic")
 
@@ -35,21 +34,6 @@ def librosa_hpss(audio: np.ndarray, sr: int) -> dict[str, np.ndarray]:
     harm, perc = librosa.decompose.hpss(spec)
     n = audio.shape[-1]
     return {"harmonic": librosa.istft(harm, length=n), "percussive": librosa.istft(perc, length=n)}
-
-
-def best_times(fn, *, repeat: int = 5) -> tuple[float, float]:
-    """Fastest of ``repeat`` calls: (CPU seconds of this process, wall seconds).
-
-    On a shared, loaded machine wall time counts the waits for a core; CPU time
-    (``time.process_time``) is the work done, the fairer figure at one thread.
-    """
-    cpu, wall = [], []
-    for _ in range(repeat):
-        c, w = time.process_time(), time.perf_counter()
-        fn()
-        cpu.append(time.process_time() - c)
-        wall.append(time.perf_counter() - w)
-    return min(cpu), min(wall)
 
 
 def run() -> list[dict]:

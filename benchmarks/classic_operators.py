@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import print_table  # noqa: E402
+from benchmarks.common import print_table
 
 SECTIONS = {
     "hpss": "HPSS vs librosa.decompose.hpss (percussive/harmonic of the 6 loops)",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table, stereo_44k  # noqa: E402
+from benchmarks.common import print_table, stereo_44k
 
 
 def make_tracks(folder: Path, n: int, seconds: float) -> list[Path]:

@@ -63,6 +63,7 @@ import numpy as np
 
 from ..base import Operator, register, stems_from_estimates
 from ..spectral import Analysis, StftConfig, stft
+from .repet import beat_spectrum
 
 __all__ = [
     "NmfConfig",
@@ -376,34 +377,6 @@ def nmf(
 # --- grouping components without ground truth -----------------------------------------------
 
 
-def beat_spectrum(V: np.ndarray) -> np.ndarray:
-    """Beat spectrum: autocorrelation over time of the power spectrogram, averaged over bins.
-
-    Parameters
-    ----------
-    V : np.ndarray, shape (bins, frames)
-        Magnitude spectrogram.
-
-    Returns
-    -------
-    np.ndarray, shape (frames,)
-        Value at lag ``l`` (in frames), normalised by the number of overlapping frames
-        (unbiased) and by the value at lag 0; all zeros for silence.
-    """
-    import scipy.fft
-
-    # float32 FFTs (twice as fast as float64); the mean over bins is accumulated in float64.
-    P = np.square(np.asarray(V, dtype=np.float32))
-    T = P.shape[1]
-    n = scipy.fft.next_fast_len(2 * T, real=True)  # zero padding: linear, not circular, correlation
-    spec = scipy.fft.rfft(P, n=n, axis=1)
-    power = np.square(spec.real)
-    power += np.square(spec.imag)
-    ac = scipy.fft.irfft(power, n=n, axis=1)[:, :T].mean(axis=0, dtype=np.float64)
-    ac /= np.arange(T, 0, -1)
-    return ac / ac[0] if ac[0] > 0 else np.zeros(T)
-
-
 def loop_period(
     V: np.ndarray,
     sr: int,
@@ -437,7 +410,7 @@ def loop_period(
     int or None
         ``None`` when the spectrogram is too short to hold a repetition.
     """
-    b = beat_spectrum(V)
+    b = beat_spectrum(np.square(np.asarray(V, dtype=np.float32)))  # REPET's, on power
     T = len(b)
     lo = max(1, round(min_period_s * sr / hop_length))
     hi = int(T * max_fraction)
