@@ -20,14 +20,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import itertools
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k
+from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 from sepops import get_operator
 from sepops.metrics import bss_eval, mean_sdr
 
@@ -62,24 +61,14 @@ def quality_rows() -> list[dict]:
              "sklearn SDR dB": float(np.mean(ref)), "ours min dB": float(np.min(ours))}]
 
 
-def _times(fn, repeat=3):
-    wall = best_time(fn, repeat=repeat)
-    cpu = []
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        cpu.append(time.process_time() - t)
-    return wall, min(cpu)
-
-
 def speed_rows(seconds: float = 30.0) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
     x = stereo_44k(seconds)
     op = get_operator("ica")
-    ours_wall, ours_cpu = _times(lambda: op.separate(x, 44100))
-    ref_wall, ref_cpu = _times(lambda: sklearn_images(x))
+    ours_cpu, ours_wall = best_times(lambda: op.separate(x, 44100), repeat=3)
+    ref_cpu, ref_wall = best_times(lambda: sklearn_images(x), repeat=3)
     return [{"task": f"{seconds:.0f} s 44.1 kHz stereo", "ours x RT (wall)": seconds / ours_wall,
              "ours x RT (CPU)": seconds / ours_cpu, "sklearn x RT (wall)": seconds / ref_wall,
              "sklearn x RT (CPU)": seconds / ref_cpu}]

@@ -28,14 +28,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_time, load_piece, pieces, print_table, stereo_44k
+from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 from sepops import get_operator
 from sepops.base import stems_from_estimates
 from sepops.metrics import bss_eval, mean_sdr, trivial_estimate
@@ -112,16 +111,6 @@ def quality_rows() -> list[dict]:
     return rows
 
 
-def _times(fn, repeat=3):
-    wall = best_time(fn, repeat=repeat)
-    cpu = []
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        cpu.append(time.process_time() - t)
-    return wall, min(cpu)
-
-
 def speed_rows(seconds: float = 30.0) -> list[dict]:
     import torch
     from sklearn.decomposition import NMF
@@ -132,9 +121,9 @@ def speed_rows(seconds: float = 30.0) -> list[dict]:
     rows = []
     for label, params in [("unsupervised", {}), ("supervised loops", {"dictionary": "loops_accompaniment_lead"})]:
         op = get_operator("nmf", **params)
-        ours_wall, ours_cpu = _times(lambda op=op: op.separate(x, sr))
+        ours_cpu, ours_wall = best_times(lambda op=op: op.separate(x, sr), repeat=3)
         op100 = get_operator("nmf", n_iter=100, tol=0, **params)
-        w100, c100 = _times(lambda op=op100: op.separate(x, sr))
+        c100, w100 = best_times(lambda op=op100: op.separate(x, sr), repeat=3)
         cfg = op.stft_config_for(sr)
         V = np.abs(Analysis(x, sr).stft(cfg)).mean(axis=0)
         k = op.config.n_components if not params else sum(W.shape[1] for W in op.dictionary.templates.values())
@@ -145,7 +134,7 @@ def speed_rows(seconds: float = 30.0) -> list[dict]:
                 NMF(k, beta_loss="kullback-leibler", solver="mu", max_iter=100, tol=0, init="random",
                     random_state=0).fit_transform(V.T)
 
-        ref_wall, ref_cpu = _times(reference, repeat=1)
+        ref_cpu, ref_wall = best_times(reference, repeat=1)
         rows.append({
             "task": f"{label}, {seconds:.0f} s 44.1 kHz stereo, {k} components",
             "ours x RT (wall)": seconds / ours_wall, "ours x RT (CPU)": seconds / ours_cpu,
