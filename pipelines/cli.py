@@ -17,9 +17,10 @@ import logging
 import sys
 import textwrap
 import typing
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-__all__ = ["main", "SUBCOMMANDS", "Subcommand"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the pipeline itself failed
@@ -209,7 +210,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
-def build_parser(commands: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``sepflow`` parser; ``commands`` limits which subcommands get their arguments.
 
     Every subcommand is listed either way. Adding a subcommand's arguments may import heavy
@@ -237,7 +238,7 @@ def build_parser(commands: Optional[Sequence[str]] = None) -> argparse.ArgumentP
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     _import_beam_quietly()
     argv = list(sys.argv[1:] if argv is None else argv)
     # The first word that is not a flag is the subcommand (the top level has only flags).

@@ -32,21 +32,21 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
 from sepops.base import OperatorConfigError, _coerce, build_config, operator_class
 
 __all__ = [
-    "ConfigError",
-    "OperatorSpec",
     "AudioSettings",
-    "StftSettings",
-    "JobSettings",
+    "ConfigError",
     "JobConfig",
-    "load_job_config",
+    "JobSettings",
+    "OperatorSpec",
+    "StftSettings",
     "job_config_from_dict",
+    "load_job_config",
 ]
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,8 +61,8 @@ class AudioSettings:
     """How stems are written (and whether inputs are resampled or downmixed on decoding)."""
 
     format: Literal["flac", "wav"] = "flac"
-    subtype: Optional[Literal["PCM_16", "PCM_24", "FLOAT"]] = None
-    sample_rate: Optional[int] = None
+    subtype: Literal["PCM_16", "PCM_24", "FLOAT"] | None = None
+    sample_rate: int | None = None
     mono: bool = False
 
     def __post_init__(self):
@@ -84,9 +84,9 @@ class StftSettings:
     settings share one STFT per track.
     """
 
-    n_fft: Optional[int] = None
-    hop_length: Optional[int] = None
-    window: Optional[str] = None
+    n_fft: int | None = None
+    hop_length: int | None = None
+    window: str | None = None
 
     def __post_init__(self):
         from sepops.spectral import StftConfig
@@ -102,7 +102,7 @@ class StftSettings:
 class JobSettings:
     """Per-track limits and re-run behaviour."""
 
-    max_duration_s: Optional[float] = 1800.0
+    max_duration_s: float | None = 1800.0
     min_duration_s: float = 0.1
     overwrite: bool = False
     extensions: tuple[str, ...] = ("flac", "wav", "ogg", "mp3", "aiff", "aif")

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import fsspec
 
 __all__ = [
-    "Track",
     "InputError",
-    "match_inputs",
-    "make_track_id",
-    "safe_path_component",
+    "Track",
     "join_uri",
+    "make_track_id",
+    "match_inputs",
     "read_manifest",
+    "safe_path_component",
 ]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")

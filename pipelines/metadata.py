@@ -16,8 +16,7 @@ import io
 import json
 import logging
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 import fsspec
 import pyarrow as pa
@@ -28,18 +27,18 @@ from sepops.audio import write_bytes_atomic
 from .io import join_uri
 
 __all__ = [
+    "STATUS_ERROR",
+    "STATUS_OK",
+    "STATUS_SKIPPED",
     "STEM_METADATA_SCHEMA",
     "StemRecord",
-    "STATUS_OK",
-    "STATUS_ERROR",
-    "STATUS_SKIPPED",
-    "part_uri",
+    "consolidate",
     "dead_letter_uri",
-    "write_part",
+    "part_uri",
+    "read_metadata",
     "read_part",
     "records_to_table",
-    "consolidate",
-    "read_metadata",
+    "write_part",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -99,24 +98,24 @@ class StemRecord:
     run_id: str
     sepflow_version: str
     created_at: datetime
-    stem: Optional[str] = None
-    stem_uri: Optional[str] = None
-    sample_rate: Optional[int] = None
-    channels: Optional[int] = None
-    duration_s: Optional[float] = None
-    stem_rms_db: Optional[float] = None
-    stem_peak_db: Optional[float] = None
-    energy_share: Optional[float] = None
-    error_type: Optional[str] = None
-    error_message: Optional[str] = None
-    processing_s: Optional[float] = None
+    stem: str | None = None
+    stem_uri: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    duration_s: float | None = None
+    stem_rms_db: float | None = None
+    stem_peak_db: float | None = None
+    energy_share: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    processing_s: float | None = None
 
 
 assert {f.name for f in fields(StemRecord)} == set(STEM_METADATA_SCHEMA.names)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def part_uri(output: str, label: str, track_id: str) -> str:
@@ -142,7 +141,7 @@ def write_part(uri: str, records: list[StemRecord]) -> None:
     write_bytes_atomic(uri, _table_bytes(records_to_table(records)))
 
 
-def read_part(uri: str) -> Optional[pa.Table]:
+def read_part(uri: str) -> pa.Table | None:
     """The unit's rows, or ``None`` when there is no (readable) part."""
     fs, path = fsspec.core.url_to_fs(uri)
     try:
@@ -156,7 +155,7 @@ def read_part(uri: str) -> Optional[pa.Table]:
         return None
 
 
-def _read_parts(uris: list[str]) -> dict[str, Optional[pa.Table]]:
+def _read_parts(uris: list[str]) -> dict[str, pa.Table | None]:
     """Fetch many parts at once (fsspec fetches object-store keys concurrently)."""
     if not uris:
         return {}

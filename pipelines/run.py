@@ -25,9 +25,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Optional, Sequence, TextIO
+from datetime import UTC, datetime
+from typing import TextIO
 
 import apache_beam as beam
 import fsspec
@@ -43,10 +44,17 @@ from apache_beam.options.pipeline_options import (
 from . import sepflow_version
 from .config import JobConfig
 from .io import Track, join_uri, match_inputs
-from .metadata import METADATA_DIR, PARTS_DIR, STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, consolidate
+from .metadata import (
+    METADATA_DIR,
+    PARTS_DIR,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    consolidate,
+)
 from .transforms import SeparateCatalog
 
-__all__ = ["run_job", "RunSummary", "pipeline_options", "make_runner"]
+__all__ = ["RunSummary", "make_runner", "pipeline_options", "run_job"]
 
 _LOG = logging.getLogger("sepflow")
 _IN_PROCESS_NAMES = {"directrunner", "direct", "fnapirunner"}
@@ -54,7 +62,7 @@ _RUNNER_PATHS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 
 def new_run_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def pipeline_options(beam_args: Sequence[str], n_tracks: int) -> PipelineOptions:
@@ -125,7 +133,7 @@ class RunSummary:
     #: Beam's ``sepflow`` counters (tracks, units_ok, units_error, units_skipped, audio_ms),
     #: where the runner reports metrics (not the DaskRunner).
     beam_counters: dict = field(default_factory=dict)
-    metadata: Optional[pa.Table] = field(default=None, repr=False)
+    metadata: pa.Table | None = field(default=None, repr=False)
 
     @property
     def tracks(self) -> int:
@@ -282,9 +290,9 @@ def run_job(
     output: str,
     beam_args: Sequence[str] = (),
     *,
-    overwrite: Optional[bool] = None,
+    overwrite: bool | None = None,
     progress: bool = True,
-    stream: Optional[TextIO] = None,
+    stream: TextIO | None = None,
 ) -> RunSummary:
     """Separate every track of ``inputs`` into ``output``; return the summary.
 

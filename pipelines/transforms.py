@@ -24,7 +24,8 @@ import math
 import threading
 import time
 import traceback
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import apache_beam as beam
 import fsspec
@@ -49,7 +50,7 @@ from .metadata import (
     write_part,
 )
 
-__all__ = ["SeparateCatalog", "SeparateTrackFn", "operators_for", "stem_uri", "operator_builds"]
+__all__ = ["SeparateCatalog", "SeparateTrackFn", "operator_builds", "operators_for", "stem_uri"]
 
 _LOG = logging.getLogger(__name__)
 _METRICS_NAMESPACE = "sepflow"
@@ -171,7 +172,7 @@ class SeparateTrackFn(beam.DoFn):
         try:
             try:
                 stems = operator.separate(audio, sr, analysis=analysis)
-            except Exception as exc:  # noqa: BLE001 - any operator failure is this unit's error
+            except Exception as exc:
                 raise _UnitFailed("operator_error", f"{type(exc).__name__}: {exc}") from exc
             stems = self._checked(stems, operator, audio.shape)
             settings = self.job.audio
@@ -179,7 +180,7 @@ class SeparateTrackFn(beam.DoFn):
             for name, stem in stems.items():
                 try:
                     save_audio(uris[name], stem, sr, format=settings.format, subtype=settings.subtype)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise _UnitFailed("write_error", f"{uris[name]}: {type(exc).__name__}: {exc}") from exc
         except _UnitFailed as failure:
             return self._fail(track, spec, failure.error_type, failure.message, traceback.format_exc())

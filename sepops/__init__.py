@@ -11,11 +11,12 @@ from .spectral import Analysis, StftConfig, istft, stft
 __version__ = "0.1.0"
 
 __all__ = [
-    "AudioError",
     "Analysis",
+    "AudioError",
     "Operator",
     "OperatorConfigError",
     "StftConfig",
+    "__version__",
     "audio_info",
     "get_operator",
     "istft",
@@ -24,5 +25,4 @@ __all__ = [
     "register",
     "save_audio",
     "stft",
-    "__version__",
 ]

@@ -22,10 +22,10 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "audio_info",
-    "load_audio",
-    "save_audio",
     "encode_audio",
+    "load_audio",
     "resample",
+    "save_audio",
     "write_bytes_atomic",
 ]
 
@@ -77,7 +77,7 @@ def _read_bytes(uri: str) -> bytes:
         raise AudioError(uri, "not_found", f"file not found ({exc})") from exc
     except IsADirectoryError as exc:
         raise AudioError(uri, "unreadable", "is a directory, not an audio file") from exc
-    except Exception as exc:  # noqa: BLE001 - any storage failure becomes a named cause
+    except Exception as exc:
         raise AudioError(uri, "unreadable", f"cannot read ({type(exc).__name__}: {exc})") from exc
 
 
@@ -88,7 +88,7 @@ def _open_soundfile(uri: str, data: bytes) -> sf.SoundFile:
         return sf.SoundFile(io.BytesIO(data))
     except sf.LibsndfileError as exc:
         raise AudioError(uri, "unsupported", f"not a readable audio file ({exc})") from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AudioError(uri, "unsupported", f"not a readable audio file ({exc})") from exc
 
 
@@ -150,7 +150,7 @@ def load_audio(
             )
         try:
             audio = f.read(dtype="float32", always_2d=True).T
-        except Exception as exc:  # noqa: BLE001 - truncated/corrupt payloads
+        except Exception as exc:
             raise AudioError(uri, "unreadable", f"corrupt audio data ({exc})") from exc
     if audio.shape[1] == 0:
         raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")

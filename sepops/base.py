@@ -29,11 +29,11 @@ from .spectral import Analysis, StftConfig
 __all__ = [
     "Operator",
     "OperatorConfigError",
-    "register",
+    "build_config",
     "get_operator",
     "list_operators",
     "operator_class",
-    "build_config",
+    "register",
 ]
 
 _REGISTRY: dict[str, type[Operator]] = {}

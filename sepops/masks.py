@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["binary_masks", "soft_masks", "masks", "wiener", "MASK_KINDS"]
+__all__ = ["MASK_KINDS", "binary_masks", "masks", "soft_masks", "wiener"]
 
 MASK_KINDS = ("binary", "soft")
 _EPS = 1e-10

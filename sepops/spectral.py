@@ -12,7 +12,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-__all__ = ["StftConfig", "stft", "istft", "Analysis", "frames_to_seconds"]
+__all__ = ["Analysis", "StftConfig", "frames_to_seconds", "istft", "stft"]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,13 @@ from pipelines import transforms
 from pipelines.metadata import read_metadata
 from pipelines.run import run_job
 
-from .test_pipeline_helpers import assert_ok_rows, assert_same_stems, comparable, cut_catalog, hpss_job
+from .test_pipeline_helpers import (
+    assert_ok_rows,
+    assert_same_stems,
+    comparable,
+    cut_catalog,
+    hpss_job,
+)
 
 
 @pytest.fixture(scope="module")

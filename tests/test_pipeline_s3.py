@@ -14,7 +14,13 @@ from pipelines.metadata import read_metadata
 from pipelines.run import run_job
 from sepops import load_audio
 
-from .test_pipeline_helpers import assert_hpss_quality, assert_ok_rows, comparable, cut_catalog, hpss_job
+from .test_pipeline_helpers import (
+    assert_hpss_quality,
+    assert_ok_rows,
+    comparable,
+    cut_catalog,
+    hpss_job,
+)
 
 BUCKET = "catalog"
 MULTI_PROCESS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from ..spectral import Analysis, StftConfig
 class IdealMaskConfig:
     """``power`` is the exponent of the ratio mask (1: magnitude ratio, 2: Wiener-like)."""
 
-    stems: Optional[tuple[str, ...]] = None
+    stems: tuple[str, ...] | None = None
     power: float = 1.0
     n_fft: int = 2048
     hop_length: int = 512
