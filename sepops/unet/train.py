@@ -100,27 +100,20 @@ def spectrogram_batch(stems, cfg, torch):
 
 def validate(model, meta, tracks, device) -> float:
     """Mean SDR over the held-apart pieces, separated as the ``unet`` operator does."""
-    import torch
-
     from ..operators.unet import UNetSeparator
 
     model.eval()
     sep = UNetSeparator(model, meta, device=device, chunk_seconds=0)
     scores = []
-    threads = torch.get_num_threads()
     for t in tracks:
         refs = {s: t.audio[i].astype(np.float32) for i, s in enumerate(meta["stems"])}
         est = sep.separate(sum(refs.values()), meta["sample_rate"])
-        # BSS Eval's solve is unreliable with several MKL threads on this torch build: it failed
-        # in a 2-thread run ("Parameter 6 was incorrect on entry to DLASWP") and gave SDRs
-        # differing between runs by 0.1 dB. One thread is exact and reproducible.
-        torch.set_num_threads(1)
+        # bss_eval runs its solves on one torch thread itself (multi-threaded MKL solves fail
+        # on this torch build), so the scores are reproducible whatever --threads is.
         try:
             scores.append(mean_sdr(bss_eval(refs, est)))
         except RuntimeError:  # singular BSS Eval system, e.g. identical estimates early on
             scores.append(float("nan"))
-        finally:
-            torch.set_num_threads(threads)
     model.train()
     return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
 
