@@ -86,6 +86,18 @@ def test_period_of_a_synthetic_loop(rng):
     assert p is not None and min(abs(p - 0.5), abs(p - 1.0)) < 0.03
 
 
+def test_beat_spectrum_up_to_a_lag_is_the_prefix_of_the_whole(rng):
+    from sepops.operators.repet import beat_spectrum
+
+    power = rng.random((40, 500)).astype(np.float32)
+    whole = beat_spectrum(power)
+    assert whole.shape == (500,) and whole[0] == 1.0
+    for max_lag in (0, 1, 120, 499, 10_000):
+        part = beat_spectrum(power, max_lag=max_lag)
+        assert len(part) == min(500, max(1, max_lag + 1))
+        np.testing.assert_allclose(part, whole[: len(part)], atol=1e-5)
+
+
 def test_bad_parameters_name_the_valid_ones():
     with pytest.raises(sepops.OperatorConfigError, match="valid parameters: .*max_period_s"):
         sepops.get_operator("repet", period=4.0)

@@ -23,6 +23,16 @@ def test_perfect_reconstruction(rng, n_fft, hop, window, channels):
     assert np.max(np.abs(y - x)) < 1e-5
 
 
+@pytest.mark.parametrize("n_fft,hop", [(3072, 512), (4096, 768), (2048, 300), (2049, 512)])
+def test_blocked_inverse_does_not_depend_on_the_block(rng, n_fft, hop):
+    x = rng.standard_normal((2, 30_001)).astype(np.float32)
+    spec = stft(x, n_fft, hop) * rng.random((n_fft // 2 + 1, 1 + 30_001 // hop), dtype=np.float32)
+    whole = istft(spec, n_fft, hop, length=x.shape[1], block_frames=10**6)
+    for block in (1, 7, 48):
+        y = istft(spec, n_fft, hop, length=x.shape[1], block_frames=block)
+        np.testing.assert_allclose(y, whole, atol=1e-6)
+
+
 def test_shorter_than_one_frame(rng):
     x = rng.standard_normal((2, 100)).astype(np.float32)
     y = istft(stft(x), length=100)
