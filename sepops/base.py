@@ -279,5 +279,9 @@ def stems_from_estimates(
         specs = _masks.wiener(spec, [estimates[n] for n in names], iterations=wiener_iterations)
     else:
         ms = _masks.masks([estimates[n] for n in names], kind=mask, power=power)
-        specs = [m * spec for m in ms]
+        # The masks sum to one and the STFT inverts exactly, so the last stem is the rest of
+        # the mixture: one inverse STFT saved, and the stems sum to the mixture exactly.
+        stems = {n: analysis.istft(m * spec, stft_config) for n, m in zip(names[:-1], ms)}
+        stems[names[-1]] = analysis.audio - sum(stems.values()) if stems else analysis.audio.copy()
+        return stems
     return {n: analysis.istft(s, stft_config) for n, s in zip(names, specs)}

@@ -45,12 +45,17 @@ def soft_masks(estimates: Sequence[np.ndarray], power: float = 1.0) -> list[np.n
     single-channel Wiener gain. Bins where every estimate is zero are shared equally.
     """
     stack = np.stack([np.asarray(e, dtype=np.float32) for e in estimates])
-    if power != 1.0:
-        stack = stack**power
+    if power == 2.0:
+        np.square(stack, out=stack)
+    elif power != 1.0:
+        np.power(stack, np.float32(power), out=stack)
     total = stack.sum(axis=0)
-    n = stack.shape[0]
-    out = np.where(total > _EPS, stack / np.maximum(total, _EPS), 1.0 / n)
-    return [m.astype(np.float32, copy=False) for m in out]
+    empty = total <= _EPS
+    np.maximum(total, _EPS, out=total)
+    stack /= total
+    if empty.any():
+        stack[:, empty] = 1.0 / stack.shape[0]
+    return list(stack)
 
 
 def masks(estimates: Sequence[np.ndarray], kind: str = "soft", power: float = 1.0) -> list[np.ndarray]:
