@@ -22,6 +22,7 @@ import scipy.ndimage
 from ..base import Operator, register
 from ..masks import _EPS, binary_masks
 from ..spectral import Analysis, StftConfig
+from .repet import median_of
 
 __all__ = ["HpssConfig", "HpssOperator", "hpss_masks", "kernel_sizes", "median_filter_axis", "strided_time_median"]
 
@@ -67,46 +68,16 @@ def median_filter_axis(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
 _NETWORK_MAX_SIZE = 9
 
 
-def _median_network(x: np.ndarray, size: int, axis: int, rows_block: int = 32) -> np.ndarray:
-    """:func:`median_filter_axis` for short windows, by a min/max selection network.
-
-    Along ``axis`` (moved first) window ``j`` of every output row is the padded slice
-    ``P[j : j + n]``; ``size // 2 + 1`` bubble passes of compare-exchanges (``np.minimum``,
-    ``np.maximum``) carry the largest values up, and the last value carried is the median.
-    Exact (only comparisons), and worked through blocks of ``rows_block`` rows so that the
-    intermediates stay in cache.
-    """
+def _median_network(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """:func:`median_filter_axis` for short windows: window ``j`` of every line along
+    ``axis`` is the padded slice ``P[j : j + n]``, so the filter is the element-wise median
+    of the ``size`` shifted slices, taken by :func:`~sepops.operators.repet.median_of`'s
+    min/max selection network (exact: only comparisons)."""
     lines = np.moveaxis(x, axis, 0)
     n, half = lines.shape[0], size // 2
     padded = np.pad(lines, [(half, half)] + [(0, 0)] * (lines.ndim - 1), mode="symmetric")
-    padded = padded.reshape(padded.shape[0], -1)
-    out = np.empty((n, padded.shape[1]), dtype=x.dtype)
-    bufs = [np.empty((rows_block, padded.shape[1]), dtype=x.dtype) for _ in range(size + 2)]
-    for r0 in range(0, n, rows_block):
-        r1 = min(n, r0 + rows_block)
-        # Each value: (array, index of the buffer holding it or None for a padded slice).
-        vals = [(padded[r0 + j : r1 + j], None) for j in range(size)]
-        free = list(range(len(bufs)))
-        take = lambda free=free, h=r1 - r0: (bufs[free[-1]][:h], free.pop())
-
-        for p in range(half + 1):
-            last = size - 1 - p
-            for i in range(last):
-                a, b = vals[i], vals[i + 1]
-                if p < half:
-                    lo, hi = take(), take()
-                    np.minimum(a[0], b[0], out=lo[0])
-                    np.maximum(a[0], b[0], out=hi[0])
-                    vals[i], vals[i + 1] = lo, hi
-                elif i == last - 1:  # the median: the largest of what is left
-                    np.maximum(a[0], b[0], out=out[r0:r1])
-                    continue
-                else:  # last pass: only the running maximum is needed
-                    hi = take()
-                    np.maximum(a[0], b[0], out=hi[0])
-                    vals[i + 1] = hi
-                free.extend(k for _, k in (a, b) if k is not None)
-    return np.ascontiguousarray(np.moveaxis(out.reshape(lines.shape), 0, axis))
+    out = median_of([padded[j : j + n] for j in range(size)])
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
 def strided_time_median(x: np.ndarray, size: int, stride: int = 1) -> np.ndarray:

@@ -29,6 +29,7 @@ __all__ = [
     "RepetSimOperator",
     "background_mask",
     "beat_spectrum",
+    "median_of",
     "repeating_period",
     "repeating_spectrogram",
     "similar_frames",
@@ -119,24 +120,28 @@ def _median_last(x: np.ndarray) -> np.ndarray:
     return 0.5 * (s[..., n // 2 - 1] + s[..., n // 2])
 
 
-def _median_of(arrays: list[np.ndarray], block_elems: int = 1 << 14) -> np.ndarray:
-    """Element-wise median of a few equally shaped arrays, float32, equal to
-    :func:`_median_last` of them stacked on a last axis.
+def median_of(arrays: list[np.ndarray], block_elems: int = 1 << 14) -> np.ndarray:
+    """Element-wise median of a few equally shaped arrays, equal to :func:`_median_last` of
+    them stacked on a last axis.
 
     A min/max selection network (``k // 2`` bubble passes carry the largest values up, then
     a maximum of what is left) needs no transposed copy and no per-element partition, and is
     worked through blocks of ``block_elems`` elements so that the intermediates stay in cache.
-    Beyond a couple of dozen arrays the network's ``O(k^2)`` passes lose to a partition.
+    Only comparisons, so the result keeps the arrays' dtype (float32 for an even number of
+    integer arrays, whose median is a mean). Beyond a couple of dozen arrays the network's
+    ``O(k^2)`` passes lose to a partition, which works in float32.
     """
     k = len(arrays)
     if k > 24:
         return _median_last(np.stack(arrays, axis=-1))
-    shape = arrays[0].shape
+    first = np.asarray(arrays[0])
+    shape = first.shape
+    dtype = np.dtype(first.dtype if k % 2 or np.issubdtype(first.dtype, np.floating) else np.float32)
     if k == 1:
-        return np.array(arrays[0], dtype=np.float32)
+        return np.array(first, dtype=dtype)
     last = shape[-1] if shape else 1
-    flat = [np.asarray(a, dtype=np.float32).reshape(-1, last) for a in arrays]
-    out = np.empty((flat[0].shape[0], last), dtype=np.float32)
+    flat = [np.asarray(a, dtype=dtype).reshape(-1, last) for a in arrays]
+    out = np.empty((flat[0].shape[0], last), dtype=dtype)
     rows = max(1, block_elems // max(1, last))
     full = k // 2
     for r0 in range(0, out.shape[0], rows):
@@ -148,7 +153,7 @@ def _median_of(arrays: list[np.ndarray], block_elems: int = 1 << 14) -> np.ndarr
         for i in range(1, k - full):
             m = np.maximum(m, v[i])
         if k % 2 == 0:  # mean of the two middle values, as np.median
-            m = np.float32(0.5) * (m + v[k - full])
+            m = dtype.type(0.5) * (m + v[k - full])
         out[r0 : r0 + rows] = m
     return out.reshape(shape)
 
@@ -180,9 +185,9 @@ def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
         return mag[..., r * period + lo : r * period + hi]
 
     model = np.empty(mag.shape[:-1] + (period,), dtype=np.float32)
-    model[..., :full] = _median_of([seg(r, 0, full) for r in range(reps)])
+    model[..., :full] = median_of([seg(r, 0, full) for r in range(reps)])
     if full < period:  # offsets missing from the partial last segment
-        model[..., full:] = _median_of([seg(r, full, period) for r in range(reps - 1)])
+        model[..., full:] = median_of([seg(r, full, period) for r in range(reps - 1)])
     # Repeat the model over the segments (broadcast, no tiled copy), capped by the mixture.
     out = np.empty_like(mag)
     shape = mag.shape[:-1] + (reps - 1, period)
