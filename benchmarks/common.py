@@ -37,13 +37,8 @@ def load_piece(piece: dict, stems_key: str = "stems", stereo: bool = False):
 
 
 def best_time(fn, *, repeat: int = 3) -> float:
-    """Fastest of ``repeat`` calls, in seconds (the usual estimate of the undisturbed time)."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    """Fastest of ``repeat`` calls, in wall seconds (the usual estimate of the undisturbed time)."""
+    return best_times(fn, repeat=repeat)[1]
 
 
 def best_times(fn, *, repeat: int = 5) -> tuple[float, float]:
