@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 from sepops import get_operator
-from sepops.base import stems_from_estimates
+from sepops.masks import stems_from_estimates
 from sepops.metrics import bss_eval, mean_sdr, trivial_estimate
 from sepops.spectral import Analysis, StftConfig
 

@@ -42,7 +42,7 @@ def _measure(model: str, threads: int, seconds: float, repeat: int, queue) -> No
 
 def run(seconds: float = 300.0, repeat: int = 2, models=None) -> list[dict]:
     """One row per (model, threads): seconds, x real time, x real time per core, peak MB."""
-    from sepops.operators.unet import shipped_models
+    from sepops.unet.separator import shipped_models
 
     cores = os.cpu_count() or 1
     ctx = mp.get_context("spawn")

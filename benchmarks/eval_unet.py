@@ -104,7 +104,7 @@ def evaluate(model: str, *, record: bool = False, baselines: bool = True) -> lis
 
 
 def run(models=None, record: bool = False) -> list[dict]:
-    from sepops.operators.unet import shipped_models
+    from sepops.unet.separator import shipped_models
 
     rows = []
     for m in models or shipped_models():

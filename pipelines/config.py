@@ -36,7 +36,9 @@ from typing import Any, Literal
 
 import yaml
 
-from sepops.base import OperatorConfigError, _coerce, build_config, operator_class
+from sepops.config import build_config, coerce
+from sepops.errors import OperatorConfigError
+from sepops.registry import operator_class
 
 __all__ = [
     "AudioSettings",
@@ -207,7 +209,7 @@ def _build_section(cls: type, values: Any, section: str, source: str) -> Any:
     for key, value in values.items():
         try:
             # Same type rules as operator parameters (strings from --set are parsed).
-            coerced[key] = _coerce(value, hints[key], f"{section}.{key}")
+            coerced[key] = coerce(value, hints[key], f"{section}.{key}")
         except OperatorConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     try:

@@ -1,6 +1,6 @@
 """Train the NMF dictionaries shipped in ``sepops/models/nmf/``.
 
-The dictionaries are learnt with sepops itself (:func:`sepops.operators.nmf.learn_dictionary`)
+The dictionaries are learnt with sepops itself (:func:`sepops.nmf.learn_dictionary`)
 from the isolated stems of rendered training pieces, never from the validation set
 (``../shared/data``). Training data (same layout as the validation set) was rendered with::
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sepops import load_audio
-from sepops.operators.nmf import learn_dictionary, save_dictionary
+from sepops.nmf import learn_dictionary, save_dictionary
 
 #: name -> (manifest subset, stems, default templates per stem) of each shipped dictionary.
 DICTIONARIES = {

@@ -18,6 +18,8 @@ import fsspec
 import numpy as np
 import soundfile as sf
 
+from .errors import AudioError
+
 __all__ = [
     "AudioError",
     "AudioInfo",
@@ -33,20 +35,6 @@ __all__ = [
 OUTPUT_FORMATS = {"flac": "PCM_16", "wav": "PCM_16"}
 #: Subtypes allowed per output format (FLAC stores integers only).
 OUTPUT_SUBTYPES = {"flac": ("PCM_16", "PCM_24"), "wav": ("PCM_16", "PCM_24", "FLOAT")}
-
-
-class AudioError(Exception):
-    """A file could not be used as audio. ``kind`` is a short machine-readable cause.
-
-    Kinds: ``not_found``, ``unreadable``, ``empty``, ``unsupported``, ``non_finite``,
-    ``too_long``, ``invalid``.
-    """
-
-    def __init__(self, uri: str, kind: str, message: str):
-        self.uri = uri
-        self.kind = kind
-        self.message = message
-        super().__init__(f"{uri}: {message}")
 
 
 @dataclass(frozen=True)

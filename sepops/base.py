@@ -1,46 +1,84 @@
-"""The one ``Operator`` interface and the registry of operators by name.
+"""The one ``Operator`` interface, and ``MaskingOperator``, the template of mask-based ones.
 
-An operator is a small class with a typed config dataclass::
+Every operator is a small class with a typed config dataclass, registered by name::
 
     @register
-    class HpssOperator(Operator):
+    class HpssOperator(MaskingOperator):
         name = "hpss"
-        Config = HpssConfig
+        Config = HpssConfig                      # a frozen dataclass (StftParams for STFT ones)
 
         @property
         def stem_names(self): ...
-        def separate(self, audio, sr, *, analysis=None): ...
+        def estimate(self, spec, sr): ...        # magnitude estimate of each stem
 
-``get_operator("hpss", kernel_size=31)`` validates the parameters against ``HpssConfig``
-(unknown names and wrong types raise ``OperatorConfigError`` listing the valid ones).
+``get_operator("hpss", margin=2.0)`` validates the parameters against ``HpssConfig`` and
+resolves the resources they name (:meth:`Operator.make_config`; every mistake is an
+``OperatorConfigError`` naming the parameter). A :class:`MaskingOperator` implements only
+:meth:`~MaskingOperator.estimate`; the path
+
+    audio -> Analysis (STFT) -> magnitude estimates -> masks -> inverse STFT -> stems
+
+is written once, in :meth:`MaskingOperator.separate` and :mod:`sepops.masks`. Operators that
+do not work by masking an STFT (ICA, the chunked U-Net) implement ``separate`` themselves.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from . import masks as _masks
+from .config import build_config
+from .errors import OperatorConfigError
+from .registry import get_operator, list_operators, operator_class, register
 from .spectral import Analysis, StftConfig
 
 __all__ = [
+    "MaskingOperator",
     "Operator",
     "OperatorConfigError",
-    "build_config",
+    "StftParams",
     "get_operator",
     "list_operators",
     "operator_class",
     "register",
 ]
 
-_REGISTRY: dict[str, type[Operator]] = {}
 
+@dataclass(frozen=True)
+class StftParams:
+    """The STFT parameters of an operator config, declared once.
 
-class OperatorConfigError(ValueError):
-    """An operator name or parameter is not valid."""
+    Config dataclasses of STFT operators derive from it and restate a default only where
+    theirs differs (``n_fft: int = 5120``). ``n_fft = 0`` means automatic (the operator
+    picks per sample rate) for configs that set ``automatic_stft``; ``hop_length = 0`` then
+    means a quarter of ``n_fft``.
+    """
+
+    n_fft: int = 2048
+    hop_length: int = 512
+    window: str = "hann"
+    #: Whether ``n_fft = 0`` (and ``hop_length = 0``) mean "automatic".
+    automatic_stft: ClassVar[bool] = False
+
+    def __post_init__(self):
+        if self.automatic_stft:
+            if self.n_fft == 0:
+                if self.hop_length:
+                    raise ValueError("give n_fft together with hop_length (0: automatic)")
+                return
+            if self.n_fft < 0 or self.hop_length < 0:
+                raise ValueError("n_fft and hop_length must be >= 0 (0: automatic)")
+        self.stft()
+
+    def stft(self) -> StftConfig:
+        """The settings as a checked :class:`StftConfig` (``hop_length`` 0: ``n_fft // 4``)."""
+        hop = self.hop_length or (self.n_fft // 4 if self.automatic_stft else 0)
+        return StftConfig(self.n_fft, hop, self.window)
 
 
 class Operator(ABC):
@@ -58,10 +96,29 @@ class Operator(ABC):
 
     def __init__(self, config: Any = None, **params: Any):
         if config is None:
-            config = build_config(self.Config, params, operator=self.name)
+            config = type(self).make_config(**params)
         elif params:
             config = dataclasses.replace(config, **params)
         self.config = config
+
+    @classmethod
+    def make_config(cls, **params: Any) -> Any:
+        """Validate ``params`` into a ``Config`` and resolve the resources it names.
+
+        Raises
+        ------
+        OperatorConfigError
+            Unknown parameter (listing the valid ones), wrong type or value, or a resource
+            (dictionary, model) that does not exist (listing the shipped ones).
+        """
+        config = build_config(cls.Config, params, operator=cls.name)
+        cls.check_resources(config)
+        return config
+
+    @classmethod
+    def check_resources(cls, config: Any) -> None:
+        """Raise ``OperatorConfigError`` naming the parameter if a resource it names is
+        missing. Operators without resources keep this no-op."""
 
     @property
     @abstractmethod
@@ -87,12 +144,13 @@ class Operator(ABC):
         dict of str -> np.ndarray, each shaped like ``audio``
         """
 
-    # --- helpers shared by STFT-domain operators -------------------------------------------
     def stft_config(self) -> StftConfig:
+        """The STFT this operator analyses with (at its config's settings)."""
         c = self.config
-        return StftConfig(
-            getattr(c, "n_fft", 2048), getattr(c, "hop_length", 512), getattr(c, "window", "hann")
-        )
+        if isinstance(c, StftParams):
+            return c.stft()
+        # A config that declares the STFT fields itself (an operator written elsewhere).
+        return StftConfig(getattr(c, "n_fft", 2048), getattr(c, "hop_length", 512), getattr(c, "window", "hann"))
 
     @staticmethod
     def _analysis(audio: np.ndarray, sr: int, analysis: Analysis | None) -> Analysis:
@@ -120,168 +178,60 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def register(cls: type[Operator]) -> type[Operator]:
-    """Class decorator adding an operator to the registry under ``cls.name``."""
-    if not dataclasses.is_dataclass(cls.Config):
-        raise TypeError(f"{cls.__name__}.Config must be a dataclass")
-    _REGISTRY[cls.name] = cls
-    return cls
+class MaskingOperator(Operator):
+    """Template of the operators that separate by masking the mixture STFT.
 
-
-def _ensure_loaded() -> None:
-    # Importing the operators package runs every @register.
-    from . import operators  # noqa: F401
-
-
-def list_operators() -> list[str]:
-    """Names of all registered operators, sorted."""
-    _ensure_loaded()
-    return sorted(_REGISTRY)
-
-
-def operator_class(name: str) -> type[Operator]:
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise OperatorConfigError(
-            f"unknown operator {name!r}; valid operators: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-
-
-def get_operator(name: str, **params: Any) -> Operator:
-    """Build a registered operator from keyword parameters.
-
-    >>> op = get_operator("hpss", kernel_size=31, mask="soft")
-    >>> stems = op.separate(audio, sr)
+    ``separate`` = STFT (shared through ``analysis``) -> :meth:`estimate` -> masks ->
+    inverse STFT (:func:`sepops.masks.stems_from_estimates`). Subclasses implement only
+    :meth:`estimate`, and :meth:`stft_config_for` when their STFT depends on the rate. How
+    estimates become masks comes from the config's ``mask``, ``power`` and, where present,
+    ``margin``, ``residual`` and ``wiener_iterations`` (:meth:`mask_settings`).
     """
-    return operator_class(name)(**params)
 
+    def stft_config_for(self, sr: int) -> StftConfig:
+        """The STFT used at sample rate ``sr`` (default: the config's, whatever ``sr``)."""
+        return self.stft_config()
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except OperatorConfigError as exc:
-                errors.append(str(exc))
-        raise OperatorConfigError(f"{where}: {value!r} does not match {tp}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise OperatorConfigError(f"{where}: {value!r} is not one of {list(args)}")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise OperatorConfigError(f"{where}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        return origin(_coerce(v, inner, where) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise OperatorConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise OperatorConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, (int, np.integer)):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise OperatorConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise OperatorConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float, np.number)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise OperatorConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise OperatorConfigError(f"{where}: expected a string, got {value!r}")
-    return value
-
-
-def build_config(config_cls: type, params: dict[str, Any], *, operator: str = "") -> Any:
-    """Validate ``params`` against a config dataclass and build it.
-
-    Raises
-    ------
-    OperatorConfigError
-        For unknown keys (listing the valid ones), wrong types, or values the dataclass's
-        ``__post_init__`` rejects.
-    """
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    hints = typing.get_type_hints(config_cls)
-    prefix = f"operator {operator!r}" if operator else config_cls.__name__
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise OperatorConfigError(
-            f"{prefix}: unknown parameter(s) {', '.join(unknown)}; "
-            f"valid parameters: {', '.join(fields)}"
+    def mask_settings(self) -> _masks.MaskSettings:
+        c = self.config
+        return _masks.MaskSettings(
+            kind=c.mask,
+            power=c.power,
+            margin=getattr(c, "margin", 1.0),
+            residual=getattr(c, "residual", False),
+            wiener_iterations=getattr(c, "wiener_iterations", 0),
         )
-    values = {k: _coerce(v, hints[k], f"{prefix} parameter {k!r}") for k, v in params.items()}
-    try:
-        return config_cls(**values)
-    except (ValueError, TypeError) as exc:
-        raise OperatorConfigError(f"{prefix}: {exc}") from exc
 
+    @abstractmethod
+    def estimate(self, spec: np.ndarray, sr: int, **inputs: Any) -> dict[str, np.ndarray]:
+        """Magnitude estimate of each stem.
 
-def stems_from_estimates(
-    analysis: Analysis,
-    stft_config: StftConfig,
-    estimates: dict[str, np.ndarray],
-    *,
-    mask: str = "soft",
-    power: float = 1.0,
-    wiener_iterations: int = 0,
-) -> dict[str, np.ndarray]:
-    """Turn per-stem magnitude estimates into time-domain stems.
+        Parameters
+        ----------
+        spec : np.ndarray, complex64, shape (channels, bins, frames)
+            The mixture STFT at :meth:`stft_config_for` ``(sr)``. Read-only: it may be shared
+            with other operators through the track's ``Analysis``.
+        sr : int
+        **inputs
+            What the operator's ``separate`` was given beyond the audio (the oracles' true
+            ``references``).
 
-    Masks (binary or soft, see :mod:`sepops.masks`) are applied to the mixture STFT and
-    inverted; with ``wiener_iterations > 0`` a multichannel Wiener filter refines them.
+        Returns
+        -------
+        dict of stem -> np.ndarray, non-negative, shape (channels, bins, frames) or
+        (bins, frames), in the order of :attr:`stem_names` (without a margin residual,
+        which the masks add). Only the ratios between stems matter to soft masks. The
+        arrays must be the operator's own: the masks are written over them.
+        """
 
-    Parameters
-    ----------
-    estimates : dict of stem -> np.ndarray, shape (channels, bins, frames) or (bins, frames)
-
-    Returns
-    -------
-    dict of stem -> np.ndarray, shape (channels, samples); stems sum to the mixture for
-    binary and soft masks.
-    """
-    from . import masks as _masks
-
-    spec = analysis.stft(stft_config)
-    names = list(estimates)
-    if wiener_iterations > 0:
-        specs = _masks.wiener(spec, [estimates[n] for n in names], iterations=wiener_iterations)
-    else:
-        ms = _masks.masks([estimates[n] for n in names], kind=mask, power=power)
-        # The masks sum to one and the STFT inverts exactly, so the last stem is the rest of
-        # the mixture: one inverse STFT saved, and the stems sum to the mixture exactly.
-        stems = {n: analysis.istft(m * spec, stft_config) for n, m in zip(names[:-1], ms)}
-        stems[names[-1]] = analysis.audio - sum(stems.values()) if stems else analysis.audio.copy()
-        return stems
-    return {n: analysis.istft(s, stft_config) for n, s in zip(names, specs)}
+    def separate(
+        self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None, **inputs: Any
+    ) -> dict[str, np.ndarray]:
+        an = self._analysis(audio, sr, analysis)
+        cfg = self.stft_config_for(sr)
+        estimates = self.estimate(an.stft(cfg), sr, **inputs)
+        s = self.mask_settings()
+        return _masks.stems_from_estimates(
+            an, cfg, estimates, mask=s.kind, power=s.power, wiener_iterations=s.wiener_iterations,
+            margin=s.margin, residual=s.residual, overwrite_estimates=True,
+        )

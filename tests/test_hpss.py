@@ -6,8 +6,8 @@ import pytest
 import scipy.ndimage
 
 import sepops
+from sepops.dsp import median_filter_axis
 from sepops.metrics import bss_eval, mean_sdr, trivial_estimate
-from sepops.operators.hpss import median_filter_axis
 
 from .conftest import load_piece, pieces
 
@@ -109,7 +109,7 @@ def test_median_filter_short_windows_match_scipy(rng, axis, size):
 
 
 def test_strided_time_median(rng):
-    from sepops.operators.hpss import strided_time_median
+    from sepops.dsp import strided_time_median
 
     x = rng.random((2, 30, 200)).astype(np.float32)
     # Stride 1 is the exact filter.

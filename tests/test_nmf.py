@@ -6,7 +6,7 @@ import pytest
 
 from sepops import OperatorConfigError, get_operator
 from sepops.metrics import bss_eval, mean_sdr, trivial_estimate
-from sepops.operators.nmf import (
+from sepops.nmf import (
     beta_divergence,
     learn_dictionary,
     load_dictionary,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import sepops.base
+import sepops.registry
 from pipelines.cli import EXIT_USAGE, main
 from pipelines.config import ConfigError, job_config_from_dict, load_job_config
 from sepops import list_operators
@@ -40,7 +40,7 @@ class ToyOperator(sepops.Operator):
 def toy_operator():
     sepops.register(ToyOperator)
     yield "pipeline_config_toy"
-    sepops.base._REGISTRY.pop("pipeline_config_toy", None)
+    sepops.registry._REGISTRY.pop("pipeline_config_toy", None)
 
 
 def config(**sections):
@@ -141,7 +141,7 @@ def test_stem_layout_follows_the_operators_of_the_config_file(tmp_path):
     only = job_config_from_dict(two, operators=["hard"])
     assert only.labels == ["hard"] and only.stems_by_label
     # ... and a job that runs several operators always separates them by label.
-    other = next(n for n in list_operators() if n != "pipeline_config_toy" and not sepops.base.operator_class(n).needs_references)
+    other = next(n for n in list_operators() if n != "pipeline_config_toy" and not sepops.registry.operator_class(n).needs_references)
     assert job_config_from_dict(one, operators=["soft", other]).stems_by_label
     assert not job_config_from_dict({}, operators=["pipeline_config_toy"]).stems_by_label
     assert job_config_from_dict({}, operators=["pipeline_config_toy", other]).stems_by_label

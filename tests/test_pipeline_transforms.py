@@ -11,14 +11,14 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 import sepops
-import sepops.base
+import sepops.registry
 from pipelines import transforms
 from pipelines.config import job_config_from_dict
 from pipelines.io import match_inputs
 from pipelines.metadata import read_part
 from pipelines.transforms import SeparateCatalog, operator_builds
 from sepops import load_audio, save_audio
-from sepops.base import stems_from_estimates
+from sepops.masks import stems_from_estimates
 
 SEEN_ANALYSES: list = []
 
@@ -74,7 +74,7 @@ def test_operators():
     SEEN_ANALYSES.clear()
     yield
     for cls in (LowHighOperator, FailingOperator):
-        sepops.base._REGISTRY.pop(cls.name, None)
+        sepops.registry._REGISTRY.pop(cls.name, None)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_string_values_are_coerced_as_from_a_command_line():
 
 def test_every_registered_operator_has_a_documented_config():
     for name in list_operators():
-        cls = sepops.base.operator_class(name)
+        cls = sepops.registry.operator_class(name)
         assert cls.__doc__ and cls.Config.__dataclass_fields__
 
 

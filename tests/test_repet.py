@@ -87,7 +87,7 @@ def test_period_of_a_synthetic_loop(rng):
 
 
 def test_beat_spectrum_up_to_a_lag_is_the_prefix_of_the_whole(rng):
-    from sepops.operators.repet import beat_spectrum
+    from sepops.dsp import beat_spectrum
 
     power = rng.random((40, 500)).astype(np.float32)
     whole = beat_spectrum(power)

@@ -11,7 +11,6 @@ import torch
 
 from sepops import get_operator
 from sepops.metrics import bss_eval, mean_sdr
-from sepops.operators.unet import frames_stft, shipped_models
 from sepops.spectral import StftConfig, stft
 from sepops.unet.model import (
     CheckpointError,
@@ -19,6 +18,7 @@ from sepops.unet.model import (
     load_checkpoint,
     save_checkpoint,
 )
+from sepops.unet.separator import frames_stft, shipped_models
 
 from .conftest import load_piece, pieces
 

@@ -7,30 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..base import Operator, register, stems_from_estimates
-from ..spectral import Analysis, StftConfig
+from ..base import MaskingOperator, StftParams
+from ..masks import MaskSettings
+from ..registry import register
+from ..spectral import Analysis
 
 
 @dataclass(frozen=True)
-class IdealMaskConfig:
+class IdealMaskConfig(StftParams):
     """``power`` is the exponent of the ratio mask (1: magnitude ratio, 2: Wiener-like)."""
 
     stems: tuple[str, ...] | None = None
     power: float = 1.0
-    n_fft: int = 2048
-    hop_length: int = 512
-    window: str = "hann"
 
     def __post_init__(self):
-        StftConfig(self.n_fft, self.hop_length, self.window)
+        super().__post_init__()
         if self.power <= 0:
             raise ValueError(f"power must be > 0, got {self.power}")
 
 
-class _IdealMaskOperator(Operator):
+class _IdealMaskOperator(MaskingOperator):
     Config = IdealMaskConfig
     needs_references = True
     _mask = "soft"
@@ -38,6 +38,9 @@ class _IdealMaskOperator(Operator):
     @property
     def stem_names(self) -> list[str]:
         return list(self.config.stems or ())
+
+    def mask_settings(self) -> MaskSettings:
+        return MaskSettings(kind=self._mask, power=self.config.power)
 
     def separate(
         self,
@@ -50,15 +53,17 @@ class _IdealMaskOperator(Operator):
         """Separate with masks built from ``references`` (stem -> array shaped like ``audio``)."""
         if references is None:
             raise ValueError(f"operator {self.name!r} needs the true stems: pass references={{stem: array}}")
-        names = self.stem_names or list(references)
-        an = self._analysis(audio, sr, analysis)
+        return super().separate(audio, sr, analysis=analysis, references=references)
+
+    def estimate(self, spec: np.ndarray, sr: int, *, references: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The true stems' magnitudes, at the mixture's STFT."""
         cfg = self.stft_config()
         estimates = {}
-        for n in names:
+        for n in self.stem_names or list(references):
             ref = np.atleast_2d(np.asarray(references[n], dtype=np.float32))
-            ref = np.broadcast_to(ref, an.audio.shape)
-            estimates[n] = np.abs(Analysis(np.ascontiguousarray(ref), sr).stft(cfg))
-        return stems_from_estimates(an, cfg, estimates, mask=self._mask, power=self.config.power)
+            ref = np.ascontiguousarray(np.broadcast_to(ref, (spec.shape[0], ref.shape[-1])))
+            estimates[n] = np.abs(Analysis(ref, sr).stft(cfg))
+        return estimates
 
 
 @register

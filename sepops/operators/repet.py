@@ -16,57 +16,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.fft
 import scipy.signal
 
-from ..base import Operator, register
-from ..spectral import Analysis, StftConfig
+from ..base import MaskingOperator, StftParams
+from ..dsp import beat_spectrum, median_last, median_of
+from ..registry import register
+from ..spectral import Analysis
 
 __all__ = [
     "RepetConfig",
     "RepetOperator",
     "RepetSimConfig",
     "RepetSimOperator",
-    "background_mask",
-    "beat_spectrum",
-    "median_of",
+    "foreground_estimate",
     "repeating_period",
     "repeating_spectrogram",
     "similar_frames",
     "similarity_spectrogram",
 ]
-
-
-def beat_spectrum(power: np.ndarray, max_lag: int | None = None) -> np.ndarray:
-    """Beat spectrum: mean over frequency of each bin's autocorrelation along time.
-
-    Parameters
-    ----------
-    power : np.ndarray, shape (bins, frames)
-        Power spectrogram.
-    max_lag : int, optional
-        Longest lag wanted (default: all, ``frames - 1``). Fewer lags need shorter FFTs.
-
-    Returns
-    -------
-    np.ndarray, float64, shape (min(frames, max_lag + 1),)
-        Lag 0 first, normalised to 1 at lag 0 (all zeros for silence). Each lag is divided
-        by its number of overlapping frames (unbiased), so long lags are not penalised.
-    """
-    power = np.asarray(power, dtype=np.float32)  # float32 FFTs: half the work of float64
-    frames = power.shape[-1]
-    lags = frames if max_lag is None else max(1, min(frames, max_lag + 1))
-    # Zero-padding to frames + lags makes the FFT's circular correlation a linear one for
-    # every lag below ``lags`` (longer lags wrap around, and are not returned).
-    n = scipy.fft.next_fast_len(frames + lags, real=True)
-    spec = scipy.fft.rfft(power, n=n, axis=-1, workers=1)
-    # The inverse FFT is linear: the mean over bins of the autocorrelations is the inverse
-    # FFT of the mean power spectrum, so one inverse FFT replaces one per bin.
-    psd = np.einsum("ij,ij->j", spec.real, spec.real, dtype=np.float64)
-    psd += np.einsum("ij,ij->j", spec.imag, spec.imag, dtype=np.float64)
-    acf = scipy.fft.irfft(psd / power.shape[0], n=n)[:lags]
-    b = acf / (frames - np.arange(lags))
-    return b / b[0] if b[0] > 0 else np.zeros_like(b)
 
 
 def repeating_period(
@@ -105,57 +72,6 @@ def repeating_period(
         if beat[lag] >= multiple_threshold * beat[best]:
             period = lag
     return period
-
-
-def _median_last(x: np.ndarray) -> np.ndarray:
-    """Median over the last axis, float32 (a partial sort of a contiguous copy beats
-    ``np.median``, which sorts along a strided axis and upcasts)."""
-    n = x.shape[-1]
-    if n == 1:
-        return x[..., 0].astype(np.float32)
-    kth = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
-    s = np.partition(np.ascontiguousarray(x, dtype=np.float32), kth, axis=-1)
-    if n % 2:
-        return s[..., n // 2]
-    return 0.5 * (s[..., n // 2 - 1] + s[..., n // 2])
-
-
-def median_of(arrays: list[np.ndarray], block_elems: int = 1 << 14) -> np.ndarray:
-    """Element-wise median of a few equally shaped arrays, equal to :func:`_median_last` of
-    them stacked on a last axis.
-
-    A min/max selection network (``k // 2`` bubble passes carry the largest values up, then
-    a maximum of what is left) needs no transposed copy and no per-element partition, and is
-    worked through blocks of ``block_elems`` elements so that the intermediates stay in cache.
-    Only comparisons, so the result keeps the arrays' dtype (float32 for an even number of
-    integer arrays, whose median is a mean). Beyond a couple of dozen arrays the network's
-    ``O(k^2)`` passes lose to a partition, which works in float32.
-    """
-    k = len(arrays)
-    if k > 24:
-        return _median_last(np.stack(arrays, axis=-1))
-    first = np.asarray(arrays[0])
-    shape = first.shape
-    dtype = np.dtype(first.dtype if k % 2 or np.issubdtype(first.dtype, np.floating) else np.float32)
-    if k == 1:
-        return np.array(first, dtype=dtype)
-    last = shape[-1] if shape else 1
-    flat = [np.asarray(a, dtype=dtype).reshape(-1, last) for a in arrays]
-    out = np.empty((flat[0].shape[0], last), dtype=dtype)
-    rows = max(1, block_elems // max(1, last))
-    full = k // 2
-    for r0 in range(0, out.shape[0], rows):
-        v = [a[r0 : r0 + rows] for a in flat]
-        for p in range(full):
-            for i in range(k - 1 - p):
-                v[i], v[i + 1] = np.minimum(v[i], v[i + 1]), np.maximum(v[i], v[i + 1])
-        m = v[0]
-        for i in range(1, k - full):
-            m = np.maximum(m, v[i])
-        if k % 2 == 0:  # mean of the two middle values, as np.median
-            m = dtype.type(0.5) * (m + v[k - full])
-        out[r0 : r0 + rows] = m
-    return out.reshape(shape)
 
 
 def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
@@ -256,71 +172,30 @@ def similarity_spectrogram(mag: np.ndarray, neighbours: list[np.ndarray], block:
         frames = np.flatnonzero(counts == count)
         idx = np.stack([neighbours[j] for j in frames])  # (n, count)
         for s in range(0, len(frames), block):
-            model[..., frames[s : s + block]] = _median_last(mag[..., idx[s : s + block]])
+            model[..., frames[s : s + block]] = median_last(mag[..., idx[s : s + block]])
     return np.minimum(model, mag)
 
 
-def background_mask(
-    mag: np.ndarray, background: np.ndarray, *, mask: str, power: float,
-    highpass_bins: int, out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Mask of the repeating background given its magnitude model.
+def foreground_estimate(mag: np.ndarray, background: np.ndarray, highpass_bins: int) -> np.ndarray:
+    """The non-repeating rest ``F = max(V - W, 0)`` of a mixture ``V`` with background ``W``.
 
-    With ``W`` the background model and ``F = V - W`` the rest: ``soft`` is
-    ``W^p / (W^p + F^p)`` (``p = 1`` is REPET's ``W / V``), ``binary`` is ``W > F`` (ties go
-    to the foreground, as in :func:`sepops.masks.binary_masks`). Bins below
-    ``highpass_bins`` (DC included) go wholly to the background.
-
-    ``out`` (float32, the broadcast shape) receives the mask; it may be ``background`` itself,
-    which saves a full-size array.
+    Bins below ``highpass_bins`` (DC included) are modelled as wholly background: ``W`` is
+    raised to ``V`` there (in place) and ``F`` is 0, so every mask gives them to the
+    background. ``mag`` is overwritten with ``F`` (it is not needed after).
 
     Returns
     -------
-    np.ndarray, float32, shape of ``mag``
+    np.ndarray, float32, shape of ``mag``: ``mag`` itself
     """
-    mag = np.asarray(mag, dtype=np.float32)
-    background = np.asarray(background, dtype=np.float32)
-    shape = np.broadcast_shapes(mag.shape, background.shape)
-    m = np.empty(shape, dtype=np.float32) if out is None else out
-    # Worked through blocks of bins so that the intermediates stay in cache.
-    step = max(1, (1 << 15) // max(1, m.shape[-1]))
-    tiny = np.finfo(np.float32).tiny
-    for b0 in range(0, m.shape[-2], step):
-        sl = (..., slice(b0, b0 + step), slice(None))
-        v, w, dest = mag[sl], background[sl], m[sl]
-        fg = np.subtract(v, w)
-        np.maximum(fg, 0.0, out=fg)
-        if mask == "binary":
-            np.greater(w, fg, out=dest)
-            continue
-        # 1 / (1 + (F/W)^p): one power instead of two. W = 0 gives F/tiny -> inf -> 0
-        # (all foreground); V = 0 gives 0 -> 1, harmless since the mixture bin is 0.
-        # Square roots and squares skip the slower ``pow``.
-        with np.errstate(over="ignore", divide="ignore"):
-            fg /= np.maximum(w, tiny)
-            if power == 0.5:
-                np.sqrt(fg, out=fg)
-            elif power == 2.0:
-                np.square(fg, out=fg)
-            elif power != 1.0:
-                fg **= np.float32(power)
-            fg += 1.0
-            np.reciprocal(fg, out=dest)
-    m[..., :highpass_bins, :] = 1.0
-    return m
+    background[..., :highpass_bins, :] = mag[..., :highpass_bins, :]
+    np.subtract(mag, background, out=mag)
+    np.maximum(mag, 0.0, out=mag)
+    return mag
 
 
-def _check_common(c) -> None:
-    StftConfig(c.n_fft, c.hop_length, c.window)
-    if c.mask not in ("soft", "binary"):
-        raise ValueError(f"mask must be 'soft' or 'binary', got {c.mask!r}")
-    if not c.power > 0:
-        raise ValueError(f"power must be > 0, got {c.power}")
-    if not c.highpass_hz >= 0:
-        raise ValueError(f"highpass_hz must be >= 0, got {c.highpass_hz}")
+class _RepetBase(MaskingOperator):
+    """REPET's masking: a background model ``W`` (the subclass's), the rest as foreground."""
 
-
-class _RepetBase(Operator):
     @property
     def stem_names(self) -> list[str]:
         return ["background", "foreground"]
@@ -328,26 +203,35 @@ class _RepetBase(Operator):
     def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
         raise NotImplementedError
 
-    def separate(
-        self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None
-    ) -> dict[str, np.ndarray]:
+    def estimate(self, spec: np.ndarray, sr: int) -> dict[str, np.ndarray]:
         c = self.config
-        an = self._analysis(audio, sr, analysis)
-        cfg = self.stft_config()
-        spec = an.stft(cfg)  # (channels, bins, frames)
-        mag = np.abs(spec)
+        mag = np.abs(spec)  # (channels, bins, frames)
         background = self._background_model(mag, sr)
         # Bin k sits at k * sr / n_fft Hz: these are the bins below the cutoff, DC included.
         highpass_bins = int(np.ceil(c.highpass_hz * c.n_fft / sr)) if c.highpass_hz > 0 else 0
-        m = background_mask(mag, background, mask=c.mask, power=c.power, highpass_bins=highpass_bins,
-                            out=background if background.shape == mag.shape else None)
-        bg = an.istft(m * spec, cfg)
-        # The foreground is the rest, so the stems sum to the mixture exactly.
-        return {"background": bg, "foreground": an.audio - bg}
+        # With W the model and F = V - W the rest, the soft mask W^p / (W^p + F^p) is
+        # REPET's W / V at p = 1; binary W > F gives ties to the foreground.
+        return {"background": background, "foreground": foreground_estimate(mag, background, highpass_bins)}
 
 
 @dataclass(frozen=True)
-class RepetConfig:
+class _RepetMaskParams(StftParams):
+    """The mask parameters REPET and REPET-SIM share."""
+
+    mask: Literal["soft", "binary"] = "soft"
+    power: float = 0.5
+    highpass_hz: float = 200.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.power > 0:
+            raise ValueError(f"power must be > 0, got {self.power}")
+        if not self.highpass_hz >= 0:
+            raise ValueError(f"highpass_hz must be >= 0, got {self.highpass_hz}")
+
+
+@dataclass(frozen=True)
+class RepetConfig(_RepetMaskParams):
     """Settings of :class:`RepetOperator`.
 
     ``min_period_s``/``max_period_s`` bound the period search (seconds); a period needs two
@@ -362,19 +246,15 @@ class RepetConfig:
     (fewest frames), about 1.2x as fast as 3072/512 and 1.3x as fast as 4096/768.
     """
 
+    n_fft: int = 5120
+    hop_length: int = 1280
     min_period_s: float = 1.0
     max_period_s: float = 6.0
     multiple_threshold: float = 0.8
     period_s: float | None = None
-    mask: Literal["soft", "binary"] = "soft"
-    power: float = 0.5
-    highpass_hz: float = 200.0
-    n_fft: int = 5120
-    hop_length: int = 1280
-    window: str = "hann"
 
     def __post_init__(self):
-        _check_common(self)
+        super().__post_init__()
         if not 0 < self.min_period_s <= self.max_period_s:
             raise ValueError(
                 f"need 0 < min_period_s <= max_period_s, got {self.min_period_s} and {self.max_period_s}"
@@ -439,7 +319,7 @@ class RepetOperator(_RepetBase):
 
 
 @dataclass(frozen=True)
-class RepetSimConfig:
+class RepetSimConfig(_RepetMaskParams):
     """Settings of :class:`RepetSimOperator`.
 
     A frame's repeating model is the median of up to ``max_repeats`` frames whose cosine
@@ -448,18 +328,14 @@ class RepetSimConfig:
     distance (the original uses 1 s) lets short loops contribute more repetitions.
     """
 
+    n_fft: int = 4096
+    power: float = 0.7
     min_similarity: float = 0.0
     min_distance_s: float = 0.5
     max_repeats: int = 100
-    mask: Literal["soft", "binary"] = "soft"
-    power: float = 0.7
-    highpass_hz: float = 200.0
-    n_fft: int = 4096
-    hop_length: int = 512
-    window: str = "hann"
 
     def __post_init__(self):
-        _check_common(self)
+        super().__post_init__()
         if not -1 <= self.min_similarity <= 1:
             raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
         if not self.min_distance_s >= 0:

@@ -6,53 +6,24 @@ Shipped models live in ``sepops/models/unet_<name>/`` and are picked by name::
     op = get_operator("unet", model="chorales_satb")                   # soprano ... bass
     op = get_operator("unet", model="/path/to/model_dir", device="cuda", wiener_iterations=1)
 
-Inference works on audio of any length, rate and channel count:
-
-1. the audio is resampled to the model's rate, and each channel is separated on its own;
-2. the mixture STFT is cut into overlapping windows of ``segment_frames`` frames; the
-   network's masks of neighbouring windows are cross-faded over ``overlap_frames`` frames
-   (raised-cosine ramps that sum to one), so there are no hard cuts;
-3. above the model's input bins, masks are the mean of its top eighth of bins; stems are the mixture STFT times
-   the masks normalised to sum to one (``m_i^p / sum_j m_j^p``), or, with
-   ``wiener_iterations > 0``, the multichannel Wiener filter of :func:`sepops.masks.wiener`;
-4. long audio is processed in chunks of ``chunk_seconds`` (bounding memory). The window grid
-   is global and each chunk carries enough context, so chunked and whole-signal results
-   agree to float precision (without Wiener filtering, which fits its statistics per chunk).
-
+The network is :mod:`sepops.unet.model`; its chunked, windowed inference (resampling, window
+cross-fades, masks, chunks of ``chunk_seconds``) is :class:`sepops.unet.separator.UNetSeparator`.
 Training and ONNX export: :mod:`sepops.unet.train`, :mod:`sepops.unet.export`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from ..audio import resample
-from ..base import Operator, register
-from ..masks import wiener
-from ..spectral import Analysis, StftConfig, istft, stft
+from .. import resources
+from ..base import Operator
+from ..errors import ResourceNotFoundError
+from ..registry import register
+from ..spectral import Analysis, StftConfig
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-
-
-def model_path(model: str) -> Path:
-    """Folder of a model given by shipped name (``sepops/models/unet_<name>``) or by path."""
-    shipped = MODELS_DIR / f"unet_{model}"
-    if "/" not in model and "\\" not in model and shipped.is_dir():
-        return shipped
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    names = sorted(p.name[len("unet_"):] for p in MODELS_DIR.glob("unet_*") if p.is_dir())
-    raise FileNotFoundError(f"U-Net model {model!r} not found; shipped models: {', '.join(names) or 'none'}")
-
-
-def shipped_models() -> list[str]:
-    """Names of the U-Net models shipped inside the package."""
-    return sorted(p.name[len("unet_"):] for p in MODELS_DIR.glob("unet_*") if (p / "config.json").exists())
+__all__ = ["UNetConfig", "UNetOperator"]
 
 
 @dataclass(frozen=True)
@@ -93,185 +64,6 @@ class UNetConfig:
             raise ValueError("batch_size >= 1, power > 0, wiener_iterations >= 0 and chunk_seconds >= 0 needed")
 
 
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
-    return device
-
-
-def crossfade_weights(segment: int, overlap: int) -> np.ndarray:
-    """Per-frame weights of one window: raised-cosine ramps of ``overlap`` frames, 1 between.
-
-    Windows placed ``segment - overlap`` frames apart have weights summing to 1.
-    """
-    w = np.ones(segment, dtype=np.float32)
-    if overlap:
-        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
-        w[:overlap] = ramp
-        w[-overlap:] = ramp[::-1]
-    return w
-
-
-class UNetSeparator:
-    """A loaded U-Net plus its chunked, windowed inference. Used by the operator and training.
-
-    Parameters
-    ----------
-    model : SeparationUNet (eval mode)
-    meta : dict
-        The checkpoint's config.json (stems, sample_rate, stft, bins, default segment).
-    """
-
-    def __init__(self, model, meta: dict[str, Any], *, device: str = "cpu", segment_frames: int = 0,
-                 overlap_frames: int = 0, batch_size: int = 8, chunk_seconds: float = 60.0,
-                 power: float | None = None, wiener_iterations: int = 0):
-        self.model, self.meta, self.device = model, meta, device
-        self.stems = list(meta["stems"])
-        self.sr = int(meta["sample_rate"])
-        st = meta["stft"]
-        self.stft_config = StftConfig(st["n_fft"], st["hop_length"], st.get("window", "hann"))
-        self.bins = int(meta["bins"])
-        inf = meta.get("inference", {})
-        self.segment = segment_frames or int(inf.get("segment_frames", 256))
-        self.overlap = overlap_frames or int(inf.get("overlap_frames", self.segment // 4))
-        if self.segment % 64 or self.overlap * 2 > self.segment:
-            raise ValueError(f"bad window: segment {self.segment} (multiple of 64), overlap {self.overlap}")
-        self.power = float(power if power is not None else inf.get("power", 1.0))
-        self.batch_size, self.wiener_iterations = batch_size, wiener_iterations
-        self.chunk_seconds = chunk_seconds
-        self.weights = crossfade_weights(self.segment, self.overlap)
-
-    # --- masks ------------------------------------------------------------------------------
-    def _net(self, mags: np.ndarray) -> np.ndarray:
-        """(n, bins, segment) magnitudes -> (n, stems, bins, segment) masks."""
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(mags), self.batch_size):
-                x = torch.from_numpy(mags[i : i + self.batch_size, None]).to(self.device)
-                out.append(self.model(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.stems), self.bins, self.segment), np.float32)
-
-    def _window_span(self, f0: int, f1: int) -> tuple[int, int]:
-        """First and last+1 window index whose frames overlap ``[f0, f1)``."""
-        hop = self.segment - self.overlap
-        p0 = math.floor((f0 - self.segment) / hop) + 1
-        p1 = -(-f1 // hop)
-        return p0, p1
-
-    def _chunk(self, x: np.ndarray, n_total: int, a: int, b: int) -> tuple[int, list[np.ndarray]]:
-        """Separate frames ``[a, b)``: returns (first sample, stems' audio covering ``[a*hop, b*hop)``)."""
-        cfg = self.stft_config
-        hop, n_fft = cfg.hop_length, cfg.n_fft
-        m = -(-n_fft // hop)  # frames reaching into a sample
-        f0, f1 = max(0, a - m), min(n_total, b + m)
-        p0, p1 = self._window_span(f0, f1)
-        whop = self.segment - self.overlap
-        g0, g1 = p0 * whop, (p1 - 1) * whop + self.segment
-        spec = frames_stft(x, g0, g1, n_total, cfg)  # (C, F, g1 - g0)
-        mag = np.abs(spec[:, : self.bins])
-        channels = x.shape[0]
-        # Every channel's windows, batched together.
-        starts = [p * whop - g0 for p in range(p0, p1)]
-        batch = np.stack([mag[c, :, s : s + self.segment] for c in range(channels) for s in starts])
-        out = self._net(np.ascontiguousarray(batch, dtype=np.float32))
-        out = out.reshape(channels, len(starts), len(self.stems), self.bins, self.segment)
-        acc = np.zeros((channels, len(self.stems), self.bins, g1 - g0), np.float32)
-        wsum = np.zeros(g1 - g0, np.float32)
-        for k, s in enumerate(starts):
-            acc[..., s : s + self.segment] += out[:, k] * self.weights
-            wsum[s : s + self.segment] += self.weights
-        masks = acc[..., f0 - g0 : f1 - g0] / wsum[f0 - g0 : f1 - g0]  # (C, S, bins, T)
-        spec = spec[..., f0 - g0 : f1 - g0]
-        if self.wiener_iterations > 0:
-            full = _extend_bins(masks, spec.shape[1])
-            specs = wiener(spec, [full[:, i] * np.abs(spec) for i in range(len(self.stems))],
-                           iterations=self.wiener_iterations)
-        else:
-            # m_i^p / sum_j m_j^p on the model's bins, then repeated above them; stems sum to the mix.
-            gains = masks**self.power
-            total = gains.sum(axis=1, keepdims=True)
-            gains = np.where(total > 1e-12, gains / np.maximum(total, 1e-12), 1.0 / len(self.stems))
-            specs = []
-            for i in range(len(self.stems)):
-                y = np.empty_like(spec)
-                y[:, : self.bins] = gains[:, i] * spec[:, : self.bins]
-                y[:, self.bins :] = _top_band(gains[:, i]) * spec[:, self.bins :]
-                specs.append(y)
-        length = (f1 - f0) * hop  # reaches past sample n - 1 when f1 is the last frame
-        return f0 * hop, [istft(s, n_fft, hop, cfg.window, length=length) for s in specs]
-
-    def separate(self, audio: np.ndarray, sr: int) -> dict[str, np.ndarray]:
-        """Separate ``(channels, samples)`` audio at any rate; stems are shaped like ``audio``."""
-        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-        n_in = audio.shape[1]
-        x = resample(audio, sr, self.sr) if sr != self.sr else audio
-        hop = self.stft_config.hop_length
-        n = x.shape[1]
-        n_total = 1 + n // hop
-        whop = self.segment - self.overlap
-        if self.chunk_seconds > 0:
-            chunk = max(1, round(self.chunk_seconds * self.sr / hop / whop)) * whop
-        else:
-            chunk = n_total
-        out = [np.zeros_like(x) for _ in self.stems]
-        for a in range(0, n_total, chunk):
-            b = min(n_total, a + chunk)
-            start, stems = self._chunk(x, n_total, a, b)
-            s0, s1 = a * hop, (n if b == n_total else b * hop)
-            for o, y in zip(out, stems):
-                o[:, s0:s1] = y[:, s0 - start : s1 - start]
-        if sr != self.sr:
-            out = [_fit(resample(o, self.sr, sr), n_in) for o in out]
-        return dict(zip(self.stems, out))
-
-
-def _top_band(masks: np.ndarray) -> np.ndarray:
-    """The mask used above the model's bins: the mean over its top eighth, (..., 1, frames).
-
-    (With oracle masks on the dev loops this is 0.6 dB better than repeating the top bin.)
-    """
-    return masks[..., -max(1, masks.shape[-2] // 8) :, :].mean(axis=-2, keepdims=True)
-
-
-def _extend_bins(masks: np.ndarray, n_bins: int) -> np.ndarray:
-    """Masks (..., bins, frames) -> (..., n_bins, frames), the top band's mean above ``bins``."""
-    extra = n_bins - masks.shape[-2]
-    if extra <= 0:
-        return masks
-    return np.concatenate([masks, np.repeat(_top_band(masks), extra, axis=-2)], axis=-2)
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[1] >= n:
-        return np.ascontiguousarray(x[:, :n])
-    return np.pad(x, ((0, 0), (0, n - x.shape[1])))
-
-
-def frames_stft(x: np.ndarray, g0: int, g1: int, n_total: int, cfg: StftConfig) -> np.ndarray:
-    """Frames ``[g0, g1)`` of ``stft(x)`` (zero outside ``[0, n_total)``), computed from a slice.
-
-    Frame ``t`` of :func:`sepops.spectral.stft` is centred on sample ``t * hop``; this returns
-    the same numbers without transforming the whole signal.
-    """
-    hop, n_fft = cfg.hop_length, cfg.n_fft
-    lead = -(-(n_fft // 2) // hop)  # frames whose window pokes out of the slice's start
-    s0, s1 = (g0 - lead) * hop, (g1 + lead) * hop
-    seg = np.zeros((x.shape[0], s1 - s0), np.float32)
-    lo, hi = max(0, s0), min(x.shape[1], s1)
-    if hi > lo:
-        seg[:, lo - s0 : hi - s0] = x[:, lo:hi]
-    spec = stft(seg, n_fft, hop, cfg.window)[..., lead : lead + g1 - g0]
-    valid = np.arange(g0, g1)
-    spec[..., (valid < 0) | (valid >= n_total)] = 0
-    return spec
-
-
 @register
 class UNetOperator(Operator):
     """Spectrogram U-Net (Jansson et al. 2017, as in Spleeter) with trained sigmoid masks.
@@ -286,19 +78,25 @@ class UNetOperator(Operator):
         super().__init__(config, **params)
         import torch
 
-        from ..unet.model import load_checkpoint
+        from ..unet.separator import load_separator, model_path
 
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
-        self.device = resolve_device(c.device)
         self.path = model_path(c.model)
-        model, meta = load_checkpoint(self.path, device=self.device)
-        self.separator = UNetSeparator(
-            model, meta, device=self.device, segment_frames=c.segment_frames, overlap_frames=c.overlap_frames,
+        self.separator = load_separator(
+            str(self.path), device=c.device, segment_frames=c.segment_frames, overlap_frames=c.overlap_frames,
             batch_size=c.batch_size, chunk_seconds=c.chunk_seconds, power=c.power,
             wiener_iterations=c.wiener_iterations,
         )
+        self.device = self.separator.device
+
+    @classmethod
+    def check_resources(cls, config: UNetConfig) -> None:
+        try:
+            resources.resolve("unet_model", config.model)
+        except ResourceNotFoundError as exc:
+            raise ResourceNotFoundError(f"operator 'unet' parameter 'model': {exc}") from None
 
     @property
     def stem_names(self) -> list[str]:

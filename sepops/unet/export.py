@@ -33,8 +33,8 @@ def export_onnx(model: str, out: str | Path, *, opset: int = 17) -> Path:
     import onnx
     import torch
 
-    from ..operators.unet import model_path
     from .model import load_checkpoint
+    from .separator import model_path
 
     net, config = load_checkpoint(model_path(model), device="cpu")
     out = Path(out)
@@ -63,8 +63,8 @@ def check_onnx(model: str, onnx_file: str | Path, *, frames: int = 192, batch: i
     import onnxruntime as ort
     import torch
 
-    from ..operators.unet import model_path
     from .model import load_checkpoint
+    from .separator import model_path
 
     net, config = load_checkpoint(model_path(model), device="cpu")
     rng = np.random.default_rng(seed)

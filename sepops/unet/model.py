@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
+
 __all__ = [
     "DOWNSAMPLING",
     "ENCODER_FILTERS",
@@ -156,10 +158,6 @@ class SeparationUNet(nn.Module):
         torch.Tensor, shape (batch, n_stems, bins, frames), values in [0, 1]
         """
         return torch.cat([net(mag) for net in self.nets], dim=1)
-
-
-class CheckpointError(ValueError):
-    """A model folder is missing, malformed, or not a safetensors checkpoint."""
 
 
 def build_model(config: dict[str, Any]) -> SeparationUNet:

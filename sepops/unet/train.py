@@ -100,7 +100,7 @@ def spectrogram_batch(stems, cfg, torch):
 
 def validate(model, meta, tracks, device) -> float:
     """Mean SDR over the held-apart pieces, separated as the ``unet`` operator does."""
-    from ..operators.unet import UNetSeparator
+    from .separator import UNetSeparator
 
     model.eval()
     sep = UNetSeparator(model, meta, device=device, chunk_seconds=0)
@@ -185,7 +185,7 @@ def train(args: argparse.Namespace) -> dict:
     """Run a training; returns the final ``config.json`` contents."""
     import torch
 
-    from ..operators.unet import resolve_device
+    from .separator import resolve_device
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

