@@ -1,4 +1,5 @@
-"""The spectrogram U-Net: network (model.py), training data (data.py), training (train.py), ONNX export (export.py).
+"""The spectrogram U-Net: network (model.py), windowed inference (separator.py), training data
+(data.py), training (train.py), ONNX export (export.py).
 
 The operator that runs trained models is :mod:`sepops.operators.unet` (``get_operator("unet")``).
 """
