@@ -29,6 +29,8 @@ class _Kind:
     pattern: str
     #: File that must exist inside a folder resource ("" for file resources).
     marker: str = ""
+    #: Whether it loads from any fsspec URI (else: a local path only).
+    remote: bool = True
 
     def shipped_path(self, name: str) -> Path:
         return MODELS_DIR / self.pattern.format(name=name)
@@ -36,7 +38,7 @@ class _Kind:
 
 KINDS = {
     "nmf_dictionary": _Kind("NMF dictionary", "nmf/{name}.npz"),
-    "unet_model": _Kind("U-Net model", "unet_{name}", marker="config.json"),
+    "unet_model": _Kind("U-Net model", "unet_{name}", marker="config.json", remote=False),
 }
 
 
@@ -67,7 +69,8 @@ def resolve(kind: str, name_or_uri: str) -> str:
     """The URI to load for a shipped name, a local path or an fsspec URI.
 
     A bare name (no ``/``) is looked up among the shipped resources first; anything else,
-    and a name that is not shipped, must exist as a path or URI.
+    and a name that is not shipped, must exist as a path or URI (NMF dictionaries load from
+    any fsspec URI, U-Net models from a local folder).
 
     Raises
     ------
@@ -80,9 +83,13 @@ def resolve(kind: str, name_or_uri: str) -> str:
         path = k.shipped_path(value)
         if path.exists() and (not k.marker or (path / k.marker).is_file()):
             return str(path)
+    names = ", ".join(shipped(kind)) or "none"
+    if "://" in value and not k.remote:
+        raise ResourceNotFoundError(
+            f"{k.description} {value!r}: only a shipped name or a local folder can be loaded; shipped: {names}"
+        )
     if _exists(value, k.marker):
         return str(Path(value).expanduser()) if "://" not in value else value
-    names = ", ".join(shipped(kind)) or "none"
     raise ResourceNotFoundError(f"{k.description} {value!r} not found; shipped: {names}")
 
 

@@ -84,6 +84,21 @@ def test_resources_resolve_by_name_and_path_with_one_error(kind, tmp_path):
     assert "no_such_resource" in str(err.value) and all(n in str(err.value) for n in names)
     with pytest.raises(sepops.ResourceNotFoundError):
         resources.resolve(kind, str(tmp_path / "missing"))
+    with pytest.raises(sepops.ResourceNotFoundError):
+        resources.resolve(kind, "memory://sepflow-tests/missing")
+
+
+def test_dictionaries_resolve_from_any_fsspec_uri_models_from_local_folders():
+    import fsspec
+
+    data = Path(resources.resolve("nmf_dictionary", "chorales_satb")).read_bytes()
+    with fsspec.open("memory://sepflow-tests/satb.npz", "wb") as f:
+        f.write(data)
+    assert resources.resolve("nmf_dictionary", "memory://sepflow-tests/satb.npz") == "memory://sepflow-tests/satb.npz"
+    assert sepops.get_operator("nmf", dictionary="memory://sepflow-tests/satb.npz").stem_names == [
+        "soprano", "alto", "tenor", "bass"]
+    with pytest.raises(sepops.ResourceNotFoundError, match="local folder"):
+        resources.resolve("unet_model", "memory://sepflow-tests/model")
 
 
 @pytest.mark.parametrize(("operator", "param"), [("nmf", "dictionary"), ("unet", "model")])

@@ -212,7 +212,7 @@ class NmfOperator(MaskingOperator):
         """STFT settings used at sample rate ``sr`` (see ``n_fft`` in :class:`NmfConfig`)."""
         c = self.config
         if c.n_fft:
-            return StftConfig(c.n_fft, c.hop_length or c.n_fft // 4, c.window)
+            return c.stft()
         if self.dictionary is not None:
             d = self.dictionary
             # Same window duration, hence the same bin spacing: templates map bin to bin.
