@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import fsspec
 import pyarrow as pa
@@ -25,6 +26,9 @@ import pyarrow.parquet as pq
 from sepops.audio import write_bytes_atomic
 
 from .io import join_uri
+
+if TYPE_CHECKING:  # pipelines.unit imports this module
+    from .unit import Unit
 
 __all__ = [
     "STATUS_ERROR",
@@ -177,24 +181,19 @@ def _read_parts(uris: list[str]) -> dict[str, pa.Table | None]:
     return out
 
 
-def consolidate(
-    output: str,
-    units: list[tuple[str, str, str, str, str, str]],
-    run_id: str,
-    sepflow_version: str,
-) -> pa.Table:
+def consolidate(output: str, units: list[Unit], run_id: str, sepflow_version: str) -> pa.Table:
     """Build the run's metadata table from the parts of its units and publish it.
 
     Parameters
     ----------
-    units : list of (track_id, source_uri, operator, label, operator_params, config_digest)
+    units : list of Unit
         Every (track, operator) of this run.
 
     Rows written by an earlier run (the unit was complete and skipped) get status
     ``skipped`` and keep the facts of the run that wrote them. A unit without a part (which a
     finished pipeline should never leave) becomes an error row ``missing_result``.
     """
-    uris = [part_uri(output, label, track_id) for track_id, _, _, label, _, _ in units]
+    uris = [part_uri(output, unit.label, unit.track_id) for unit in units]
     parts = _read_parts(uris)
     tables = []
     missing = []
@@ -210,14 +209,12 @@ def consolidate(
         tables.append(
             records_to_table(
                 [
-                    StemRecord(
-                        track_id=t, source_uri=s, operator=o, label=lbl, operator_params=p,
-                        status=STATUS_ERROR, config_digest=d, run_id=run_id,
-                        sepflow_version=sepflow_version, created_at=now,
+                    unit.record(
+                        STATUS_ERROR, run_id=run_id, version=sepflow_version, created_at=now,
                         error_type="missing_result",
                         error_message="the pipeline finished without recording a result for this unit",
                     )
-                    for t, s, o, lbl, p, d in missing
+                    for unit in missing
                 ]
             )
         )

@@ -53,6 +53,7 @@ from .metadata import (
     consolidate,
 )
 from .transforms import SeparateCatalog
+from .unit import Unit
 
 __all__ = ["RunSummary", "make_runner", "pipeline_options", "run_job"]
 
@@ -335,11 +336,7 @@ def run_job(
     counters = _beam_counters(result)
 
     version = sepflow_version()
-    units = [
-        (t.track_id, t.source_uri, s.operator, s.label, s.params_json(), job.unit_digest(s))
-        for t in tracks
-        for s in job.operators
-    ]
+    units = [Unit.of(t, s, job) for t in tracks for s in job.operators]
     table = consolidate(output, units, run_id, version)
     summary = summarize(table, run_id, output, runner_name, time.perf_counter() - started)
     summary.beam_counters = counters

@@ -1,0 +1,286 @@
+"""One (track, operator) of the catalog job: skip check, decode, separate, write, record.
+
+Nothing here imports Beam: ``SeparateTrackFn`` (:mod:`pipelines.transforms`) calls these
+functions and adds only counters and its small result dicts, so the unit can be run and
+tested without a pipeline::
+
+    unit = Unit.of(track, spec, job)
+    if not is_complete(unit, job, output, operator):
+        audio, sr = decode_track(track.source_uri, job)
+        records = separate_unit(unit, job, output, operator, Analysis(audio, sr), run_id=..., version=...)
+
+Per unit, storage holds its stems, then its metadata part (the completeness marker, written
+last), and a dead-letter file only while its latest attempt failed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from sepops import Analysis, AudioError, Operator, load_audio, save_audio
+from sepops.audio import write_bytes_atomic
+
+from .config import JobConfig, OperatorSpec
+from .io import Track, join_uri, safe_path_component
+from .metadata import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    StemRecord,
+    dead_letter_json,
+    dead_letter_uri,
+    part_uri,
+    read_part,
+    utc_now,
+    write_part,
+)
+
+__all__ = [
+    "PartNotWritten",
+    "Unit",
+    "UnitFailed",
+    "decode_track",
+    "fail_unit",
+    "is_complete",
+    "separate_unit",
+    "stem_uri",
+]
+
+_LOG = logging.getLogger(__name__)
+_DB_FLOOR = -120.0
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (track, operator) of a job: the facts every metadata row of it repeats."""
+
+    track_id: str
+    source_uri: str
+    operator: str
+    label: str
+    #: All operator parameters, JSON (``OperatorSpec.params_json``).
+    operator_params: str
+    #: ``JobConfig.unit_digest``: a re-run skips the unit only when its rows carry this digest.
+    config_digest: str
+
+    @classmethod
+    def of(cls, track: Track, spec: OperatorSpec, job: JobConfig) -> Unit:
+        return cls(
+            track.track_id, track.source_uri, spec.operator, spec.label, spec.params_json(), job.unit_digest(spec)
+        )
+
+    def record(self, status: str, *, run_id: str, version: str, created_at: datetime, **values: Any) -> StemRecord:
+        """A metadata row of this unit; ``values`` fill the stem or error columns."""
+        return StemRecord(
+            track_id=self.track_id,
+            source_uri=self.source_uri,
+            operator=self.operator,
+            label=self.label,
+            operator_params=self.operator_params,
+            status=status,
+            config_digest=self.config_digest,
+            run_id=run_id,
+            sepflow_version=version,
+            created_at=created_at,
+            **values,
+        )
+
+
+class UnitFailed(Exception):
+    """The unit failed; ``error_type`` and ``message`` become its error row.
+
+    Parameters
+    ----------
+    error_type, message : str
+        The row's ``error_type`` and ``error_message``.
+    traceback_text : str, optional
+        The dead letter's traceback; by default this exception's own (with its cause).
+    """
+
+    def __init__(self, error_type: str, message: str, traceback_text: str | None = None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self._traceback_text = traceback_text
+
+    def traceback_text(self) -> str:
+        if self._traceback_text is not None:
+            return self._traceback_text
+        return "".join(traceback.format_exception(self))
+
+
+class PartNotWritten(Exception):
+    """The unit's stems were written but its metadata part was not.
+
+    No error row exists then: consolidation reports the unit as ``missing_result``.
+    """
+
+
+def stem_uri(output: str, track_id: str, label: str, stem: str, extension: str, *, by_label: bool) -> str:
+    """Where a stem goes: ``<output>/stems/<track_id>/<stem>.<ext>`` for a single-operator
+    job, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` for a multi-operator one
+    (``by_label``; ``JobConfig.stems_by_label`` decides)."""
+    folder = [track_id, label] if by_label else [track_id]
+    return join_uri(output, "stems", *folder, f"{safe_path_component(stem)}.{extension}")
+
+
+def _unit_stem_uri(unit: Unit, job: JobConfig, output: str, stem: str) -> str:
+    return stem_uri(output, unit.track_id, unit.label, stem, job.audio.extension, by_label=job.stems_by_label)
+
+
+def is_complete(unit: Unit, job: JobConfig, output: str, operator: Operator) -> bool:
+    """True when an earlier run left this unit's stems and an ok part with the same digest."""
+    part = read_part(part_uri(output, unit.label, unit.track_id))
+    if part is None or part.num_rows == 0:
+        return False
+    rows = part.to_pylist()
+    if any(r["status"] not in (STATUS_OK, STATUS_SKIPPED) or r["config_digest"] != unit.config_digest for r in rows):
+        return False
+    expected_stems = set(operator.stem_names)
+    if expected_stems and {r["stem"] for r in rows} != expected_stems:
+        return False
+    # Stems recorded elsewhere (the other layout: the config went from one operator to
+    # several or back) are redone where this job puts them.
+    if any(r["stem_uri"] != _unit_stem_uri(unit, job, output, r["stem"]) for r in rows):
+        return False
+    fs, _ = fsspec.core.url_to_fs(rows[0]["stem_uri"])
+    return all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows)
+
+
+def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int]:
+    """The track's audio as the job's ``audio`` settings ask, shape (channels, samples).
+
+    Raises
+    ------
+    UnitFailed
+        With the ``AudioError``'s kind (``empty``, ``too_long``, ``too_short``, ...), or
+        ``decode_error`` for anything else (e.g. a ``MemoryError`` on a huge file).
+    """
+    settings, limits = job.audio, job.job
+    try:
+        audio, sr = load_audio(source_uri, sr=settings.sample_rate, mono=settings.mono, max_duration_s=limits.max_duration_s)
+        duration = audio.shape[1] / sr
+        if duration < limits.min_duration_s:
+            raise AudioError(
+                source_uri, "too_short", f"{duration:.3f} s is shorter than the minimum of {limits.min_duration_s:g} s"
+            )
+    except AudioError as exc:
+        # The cause says it all; a traceback of the decoder would only be noise.
+        raise UnitFailed(exc.kind, exc.message, traceback_text="") from None
+    except Exception as exc:  # noqa: BLE001
+        raise UnitFailed("decode_error", f"{type(exc).__name__}: {exc}", traceback_text=traceback.format_exc()) from None
+    return audio, sr
+
+
+def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, version: str) -> list[StemRecord]:
+    """Record the unit as failed: one error row plus a dead-letter file; returns the row.
+
+    Storage errors are logged, not raised: the job goes on, and consolidation reports a unit
+    whose part is missing.
+    """
+    record = unit.record(
+        STATUS_ERROR, run_id=run_id, version=version, created_at=utc_now(),
+        error_type=failure.error_type, error_message=failure.message,
+    )
+    try:
+        write_part(part_uri(output, unit.label, unit.track_id), [record])
+        write_bytes_atomic(dead_letter_uri(output, unit.label, unit.track_id), dead_letter_json(record, failure.traceback_text()))
+    except Exception:  # noqa: BLE001
+        _LOG.exception("could not record the failure of %s / %s", unit.track_id, unit.label)
+    return [record]
+
+
+def separate_unit(
+    unit: Unit, job: JobConfig, output: str, operator: Operator, analysis: Analysis, *, run_id: str, version: str
+) -> list[StemRecord]:
+    """Separate the track of ``analysis``, write its stems and then its metadata part.
+
+    Returns
+    -------
+    list of StemRecord
+        One ok row per stem, or the one error row of :func:`fail_unit` (``operator_error``,
+        ``invalid_output``, ``write_error``).
+
+    Raises
+    ------
+    PartNotWritten
+        When the stems were written but the metadata part could not be.
+    """
+    started = time.perf_counter()
+    audio, sr = analysis.audio, analysis.sr
+    try:
+        try:
+            stems = operator.separate(audio, sr, analysis=analysis)
+        except Exception as exc:
+            raise UnitFailed("operator_error", f"{type(exc).__name__}: {exc}") from exc
+        stems = _checked(stems, audio.shape)
+        uris = {name: _unit_stem_uri(unit, job, output, name) for name in stems}
+        for name, stem in stems.items():
+            try:
+                save_audio(uris[name], stem, sr, format=job.audio.format, subtype=job.audio.subtype)
+            except Exception as exc:
+                raise UnitFailed("write_error", f"{uris[name]}: {type(exc).__name__}: {exc}") from exc
+    except UnitFailed as failure:
+        return fail_unit(unit, output, failure, run_id=run_id, version=version)
+
+    energies = {name: float(np.sum(np.square(s, dtype=np.float64))) for name, s in stems.items()}
+    total_energy = sum(energies.values())
+    elapsed = time.perf_counter() - started
+    now = utc_now()
+    records = [
+        unit.record(
+            STATUS_OK, run_id=run_id, version=version, created_at=now,
+            stem=name,
+            stem_uri=uris[name],
+            sample_rate=int(sr),
+            channels=int(stem.shape[0]),
+            duration_s=stem.shape[1] / sr,
+            stem_rms_db=_level_db(math.sqrt(energies[name] / max(stem.size, 1))),
+            stem_peak_db=_level_db(float(np.max(np.abs(stem))) if stem.size else 0.0),
+            energy_share=energies[name] / total_energy if total_energy > 0 else None,
+            processing_s=elapsed,
+        )
+        for name, stem in stems.items()
+    ]
+    try:
+        write_part(part_uri(output, unit.label, unit.track_id), records)
+    except Exception as exc:
+        _LOG.exception("could not write the metadata part of %s / %s", unit.track_id, unit.label)
+        raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc
+    _clear_dead_letter(unit, output)
+    return records
+
+
+def _checked(stems: Any, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The operator's stems as float32 arrays shaped like the mixture, all samples finite."""
+    if not isinstance(stems, dict) or not stems:
+        raise UnitFailed("invalid_output", f"operator returned {type(stems).__name__}, not a dict of stems")
+    out = {}
+    for name, stem in stems.items():
+        stem = np.atleast_2d(np.asarray(stem, dtype=np.float32))
+        if stem.shape != tuple(shape):
+            raise UnitFailed("invalid_output", f"stem {name!r} has shape {stem.shape}, mixture {tuple(shape)}")
+        if not np.isfinite(stem).all():
+            raise UnitFailed("invalid_output", f"stem {name!r} holds NaN or infinite samples")
+        out[name] = stem
+    return out
+
+
+def _level_db(value: float) -> float:
+    return max(_DB_FLOOR, 20.0 * math.log10(value)) if value > 0 else _DB_FLOOR
+
+
+def _clear_dead_letter(unit: Unit, output: str) -> None:
+    fs, path = fsspec.core.url_to_fs(dead_letter_uri(output, unit.label, unit.track_id))
+    try:
+        fs.rm_file(path)
+    except (FileNotFoundError, OSError):
+        pass
