@@ -21,8 +21,9 @@ A job file looks like this (every section but ``operators`` is optional)::
       overwrite: false
       extensions: [flac, wav, ogg, mp3, aiff, aif]
 
-Every mistake (unknown key, wrong type, unknown operator, bad operator parameter) raises
-``ConfigError`` naming the key, before any pipeline is built.
+Every mistake (unknown key, wrong type, unknown operator, bad operator parameter, an NMF
+dictionary or U-Net model that does not exist) raises ``ConfigError`` naming the key, before
+any pipeline is built.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sepops.config import build_config, coerce
+from sepops.config import coerce
 from sepops.errors import OperatorConfigError
 from sepops.registry import operator_class
 
@@ -256,7 +257,9 @@ def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> O
     # of one job agree on the STFT and share it.
     stft_defaults = {k: v for k, v in stft.as_params().items() if k in config_fields and k not in params}
     try:
-        config = build_config(cls.Config, {**stft_defaults, **params}, operator=name)
+        # make_config also resolves what the parameters name (an NMF dictionary, a U-Net
+        # model), so a missing one stops the job here rather than on every worker.
+        config = cls.make_config(**{**stft_defaults, **params})
     except OperatorConfigError as exc:
         raise ConfigError(f"{source}: {where}.params: {exc}") from None
     return OperatorSpec(operator=name, label=label, params=_config_as_json(config))
