@@ -6,7 +6,8 @@ handler)``; adding one (``train``, ``export-onnx``) is one function pair and one
     SUBCOMMANDS["train"] = Subcommand("train a U-Net", add_train_arguments, train_handler)
 
 A handler gets the parsed ``argparse.Namespace`` and the arguments argparse did not know
-(for ``run``: Beam pipeline options) and returns the exit status.
+(for ``run``: Beam pipeline options) and returns the exit status. Only commands marked
+``needs_beam`` (``run``) import Apache Beam.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class Subcommand(NamedTuple):
     #: True when unknown flags are passed on to the handler (Beam options) instead of rejected.
     passes_unknown_args: bool = False
     description: str = ""
+    #: True when the command imports Apache Beam (seconds of start-up, a root-logger warning):
+    #: ``main`` then imports it first, quietly. The others never import it.
+    needs_beam: bool = False
 
 
 # --- run ------------------------------------------------------------------------------------
@@ -203,6 +207,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _run,
         passes_unknown_args=True,
         description=RUN_DESCRIPTION,
+        needs_beam=True,
     ),
     "operators": Subcommand("list the separation operators and their parameters", _add_operators_arguments, _operators),
     "train": Subcommand("train a separation model: sepflow train unet --data DIR --stems a,b --out DIR", _add_train_arguments, _train),
@@ -239,10 +244,11 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _import_beam_quietly()
     argv = list(sys.argv[1:] if argv is None else argv)
     # The first word that is not a flag is the subcommand (the top level has only flags).
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen in SUBCOMMANDS and SUBCOMMANDS[chosen].needs_beam:
+        _import_beam_quietly()  # before the parser: run's arguments come from Beam's options
     parser = build_parser([chosen] if chosen else [])
     args, unknown = parser.parse_known_args(argv)
     command = SUBCOMMANDS[args.command]
