@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sepops
-import sepops.base
+import sepops.registry
 from pipelines import unit as unit_module
 from pipelines.config import job_config_from_dict
 from pipelines.io import Track
@@ -51,7 +51,7 @@ class HalvesOperator(sepops.Operator):
 def halves_operator():
     sepops.register(HalvesOperator)
     yield
-    sepops.base._REGISTRY.pop(HalvesOperator.name, None)
+    sepops.registry._REGISTRY.pop(HalvesOperator.name, None)
 
 
 @pytest.fixture
