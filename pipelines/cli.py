@@ -138,7 +138,8 @@ def _import_beam_quietly() -> None:
 
 
 def _operators(args: argparse.Namespace, _: list[str]) -> int:
-    from sepops.base import OperatorConfigError, list_operators, operator_class
+    from sepops import OperatorConfigError, list_operators
+    from sepops.registry import operator_class
 
     names = [args.name] if args.name else list_operators()
     described = []

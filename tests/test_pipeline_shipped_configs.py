@@ -16,7 +16,7 @@ from pipelines.config import (
     job_config_from_dict,
     load_job_config,
 )
-from sepops.base import operator_class
+from sepops.registry import operator_class
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 SECTIONS = {"audio": AudioSettings, "stft": StftSettings, "job": JobSettings}
