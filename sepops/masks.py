@@ -9,9 +9,10 @@ Definitions (the reference ones for two sources, generalised to N):
 
 - **binary**: ``M_i = 1`` where ``E_i`` is the strict maximum. *Tie rule*: a tie goes to
   the later source (for two, ``M_1 = (E_1 > E_2)``).
-- **soft** (ratio) with power ``p``: ``M_i = E_i^p / sum_j E_j^p``; ``p = 1`` is the
-  magnitude ratio, ``p = 2`` the single-channel Wiener gain. *Tie rule*: a bin where every
-  estimate is at most :data:`MASK_EPS` (a silent bin) is shared equally.
+- **soft** (ratio) with power ``p``: ``M_i = (E_i + ε)^p / sum_j (E_j + ε)^p``; ``p = 1`` is
+  the magnitude ratio, ``p = 2`` the single-channel Wiener gain. ``ε`` is :data:`MASK_EPS`,
+  the one epsilon of every mask: far below any audible estimate, it changes nothing there,
+  and it is the *tie rule* of silent bins, shared equally (no division by zero anywhere).
 - **margin** ``beta >= 1`` (Driedger, Müller & Disch 2014, two sources): source ``i`` claims
   a bin where it beats ``beta`` times the other (binary), or by the soft mask of
   ``[E_i, beta E_j]``. With ``residual`` what neither claims is a third mask; without, it
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 MASK_KINDS = ("binary", "soft")
-#: Estimates (after the power) summing to at most this in a bin make it silent: shared equally.
+#: Added to every estimate of a soft mask: silent bins are shared equally (see above).
 MASK_EPS = 1e-10
 # Elements per block of the two-source kernel: its temporaries stay in cache (~2x faster).
 _BLOCK_ELEMS = 1 << 15
@@ -74,22 +75,22 @@ def binary_masks(estimates: Sequence[np.ndarray]) -> list[np.ndarray]:
 def ratio_mask_pair(
     a: np.ndarray, b: np.ndarray, power: float = 1.0, *, b_scale: float = 1.0, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """The soft mask of ``a`` against ``b``: ``a^p / (a^p + (s b)^p)``, blocked, in float32.
+    """The soft mask of ``a`` against ``b``: ``(a + ε)^p / ((a + ε)^p + (s b + ε)^p)``, in float32.
 
-    Computed as ``1 / (1 + (s b / a)^p)``: one power instead of two, and squares and square
-    roots instead of ``pow`` for ``p`` = 2 and 0.5. ``a = 0 < b`` gives 0; bins where both
-    ``a^p`` and ``(s b)^p`` are at most :data:`MASK_EPS` give 0.5 (the tie rule of
-    :func:`soft_masks`). The work goes through blocks of the second-to-last axis so that its
-    temporaries stay in cache.
+    ``ε`` is :data:`MASK_EPS`; it makes silent bins (both estimates far below it) shared
+    equally, and costs nothing elsewhere. Computed as ``1 / (1 + ((s b + ε) / (a + ε))^p)``:
+    one power instead of two, squares and square roots instead of ``pow`` for ``p`` = 2 and
+    0.5, and the work goes through blocks of the second-to-last axis so that its temporaries
+    stay in cache. Equals ``soft_masks([a, s * b], power)[0]``.
 
     Parameters
     ----------
     a, b : np.ndarray, shape (..., bins, frames), non-negative, broadcastable
     power : float > 0
-    b_scale : float
+    b_scale : float > 0
         ``s``: the margin of HPSS (``b`` must be beaten ``s`` times over).
     out : np.ndarray, float32, optional
-        Receives the mask; may be ``a`` or ``b`` itself (saves a full-size array).
+        Receives the mask; may be ``a`` itself (saves a full-size array).
 
     Returns
     -------
@@ -100,51 +101,46 @@ def ratio_mask_pair(
     shape = np.broadcast_shapes(a.shape, b.shape)
     m = np.empty(shape, dtype=np.float32) if out is None else out
     step = max(1, _BLOCK_ELEMS // max(1, shape[-1]))
-    tiny = np.finfo(np.float32).tiny
-    # A bin is silent when both powered estimates are <= MASK_EPS, i.e. both <= this.
-    floor = np.float32(MASK_EPS ** (1.0 / power))
-    scale = np.float32(b_scale)
+    eps = np.float32(MASK_EPS)
+    # (s b + ε) / (a + ε) = (b + ε / s) / ((a + ε) / s): the scale costs one pass, on a.
+    b_eps, inv_scale = np.float32(MASK_EPS / b_scale), np.float32(1.0 / b_scale)
     for b0 in range(0, shape[-2], step):
         sl = (..., slice(b0, b0 + step), slice(None))
-        x, y, dest = a[sl], b[sl], m[sl]
-        r = np.multiply(y, scale) if b_scale != 1.0 else np.array(y, dtype=np.float32)
-        silent = np.maximum(x, r) <= floor
-        with np.errstate(over="ignore", divide="ignore"):
-            r /= np.maximum(x, tiny)
-            if power == 0.5:
-                np.sqrt(r, out=r)
-            elif power == 2.0:
-                np.square(r, out=r)
-            elif power != 1.0:
-                r **= np.float32(power)
-            r += 1.0
-            np.reciprocal(r, out=dest)
-        if silent.any():
-            dest[silent] = 0.5
+        dest = m[sl]
+        # The denominator goes into the output block (it may be a's own block: read first).
+        np.add(a[sl], eps, out=dest)
+        if b_scale != 1.0:
+            dest *= inv_scale
+        r = np.add(b[sl], b_eps)
+        r /= dest
+        if power == 0.5:
+            np.sqrt(r, out=r)
+        elif power == 2.0:
+            np.square(r, out=r)
+        elif power != 1.0:
+            r **= np.float32(power)
+        r += 1.0
+        np.reciprocal(r, out=dest)
     return m
 
 
 def soft_masks(estimates: Sequence[np.ndarray], power: float = 1.0) -> list[np.ndarray]:
-    """Ratio masks ``M_i = F_i^p / sum_j F_j^p``.
+    """Ratio masks ``M_i = (F_i + ε)^p / sum_j (F_j + ε)^p``, ``ε`` = :data:`MASK_EPS`.
 
     With ``power=1`` and two sources this is ``M1 = F1 / (F1 + F2)``; ``power=2`` gives the
-    single-channel Wiener gain. Bins where every estimate is zero are shared equally. Two
-    sources go through :func:`ratio_mask_pair`.
+    single-channel Wiener gain. ``ε`` makes bins where every estimate is zero shared
+    equally. Two sources go through :func:`ratio_mask_pair`.
     """
     if len(estimates) == 2:
         m = ratio_mask_pair(estimates[0], estimates[1], power)
         return [m, 1.0 - m]
     stack = np.stack([np.asarray(e, dtype=np.float32) for e in estimates])
+    stack += np.float32(MASK_EPS)
     if power == 2.0:
         np.square(stack, out=stack)
     elif power != 1.0:
         np.power(stack, np.float32(power), out=stack)
-    total = stack.sum(axis=0)
-    silent = total <= MASK_EPS
-    np.maximum(total, MASK_EPS, out=total)
-    stack /= total
-    if silent.any():
-        stack[:, silent] = 1.0 / stack.shape[0]
+    stack /= stack.sum(axis=0)
     return list(stack)
 
 

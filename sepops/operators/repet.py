@@ -177,20 +177,19 @@ def similarity_spectrogram(mag: np.ndarray, neighbours: list[np.ndarray], block:
 
 
 def foreground_estimate(mag: np.ndarray, background: np.ndarray, highpass_bins: int) -> np.ndarray:
-    """The non-repeating rest ``F = max(V - W, 0)`` of a mixture ``V`` with background ``W``.
+    """The non-repeating rest ``F = V - W`` of a mixture ``V`` with background ``W <= V``.
 
-    Bins below ``highpass_bins`` (DC included) are modelled as wholly background: ``W`` is
-    raised to ``V`` there (in place) and ``F`` is 0, so every mask gives them to the
-    background. ``mag`` is overwritten with ``F`` (it is not needed after).
+    Every background model here is capped by the mixture (a source cannot exceed it), so
+    ``F >= 0``. Bins below ``highpass_bins`` (DC included) are modelled as wholly
+    background: ``W`` is raised to ``V`` there (in place) and ``F`` is 0, so every mask gives
+    them to the background. ``mag`` is overwritten with ``F`` (it is not needed after).
 
     Returns
     -------
     np.ndarray, float32, shape of ``mag``: ``mag`` itself
     """
     background[..., :highpass_bins, :] = mag[..., :highpass_bins, :]
-    np.subtract(mag, background, out=mag)
-    np.maximum(mag, 0.0, out=mag)
-    return mag
+    return np.subtract(mag, background, out=mag)
 
 
 class _RepetBase(MaskingOperator):
