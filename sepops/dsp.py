@@ -154,7 +154,12 @@ def strided_time_median(x: np.ndarray, size: int, stride: int = 1) -> np.ndarray
     i0 = t // stride
     i1 = np.minimum(i0 + 1, coarse.shape[-1] - 1)
     w = ((t % stride) / stride).astype(x.dtype)
-    return coarse[..., i0] * (1 - w) + coarse[..., i1] * w
+    # np.take keeps the C layout (indexing the last axis with an array would give a
+    # transposed one, slowing every later pass over the result).
+    out = np.take(coarse, i0, axis=-1)
+    out *= 1 - w
+    out += np.take(coarse, i1, axis=-1) * w
+    return out
 
 
 def beat_spectrum(power: np.ndarray, max_lag: int | None = None) -> np.ndarray:

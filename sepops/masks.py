@@ -240,7 +240,8 @@ def _leading_masks(estimates: list, kind: str, power: float, margin: float, resi
         # The common case, HPSS, REPET and 2-stem NMF: one blocked kernel, no second mask,
         # written over the first estimate when the caller allows it.
         a = estimates[0]
-        own = overwrite and isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.writeable
+        own = (overwrite and isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.writeable
+               and a.flags.c_contiguous)  # a mask in another layout would slow its multiply
         shape_ok = own and a.shape == np.broadcast_shapes(a.shape, np.shape(estimates[1]))
         return [ratio_mask_pair(a, estimates[1], power, b_scale=margin, out=a if shape_ok else None)]
     return masks(estimates, kind, power, margin=margin, residual=residual)[:-1]
