@@ -163,7 +163,7 @@ class UNetSeparator:
             return f0 * hop, [inverse(y) for y in specs]
         # Gains m_i^p / sum_j m_j^p on the model's bins, their top band's mean above them.
         gains = soft_masks([masks[:, i] for i in range(len(self.stems))], self.power)
-        leading = [_extend_gains(g, spec.shape[1]) for g in gains[:-1]]
+        leading = [_extend_bins(g, spec.shape[1]) for g in gains[:-1]]
         # The chunk's own samples: where its STFT inverts exactly (away from the chunk's
         # edges, which are discarded), the last stem is the rest of them.
         mixture = np.zeros((x.shape[0], length), np.float32)
@@ -201,15 +201,6 @@ def _top_band(masks: np.ndarray) -> np.ndarray:
     (With oracle masks on the dev loops this is 0.6 dB better than repeating the top bin.)
     """
     return masks[..., -max(1, masks.shape[-2] // 8) :, :].mean(axis=-2, keepdims=True)
-
-
-def _extend_gains(gains: np.ndarray, n_bins: int) -> np.ndarray:
-    """Gains (channels, bins, frames) of the model's bins -> all ``n_bins``: above the model's
-    bins, the mean of its top eighth."""
-    out = np.empty(gains.shape[:-2] + (n_bins, gains.shape[-1]), np.float32)
-    out[..., : gains.shape[-2], :] = gains
-    out[..., gains.shape[-2] :, :] = _top_band(gains)
-    return out
 
 
 def _extend_bins(masks: np.ndarray, n_bins: int) -> np.ndarray:
