@@ -12,6 +12,8 @@ CORE = [
     "scipy>=1.10",
     "librosa>=0.10",
     "soundfile>=0.12",
+    "av>=14",
+    "mutagen>=1.47",
     "soxr>=0.3",
     "torch==2.13.0",
     "pyarrow>=14",

@@ -24,8 +24,10 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "audio_info",
+    "decode_audio",
     "encode_audio",
     "load_audio",
+    "read_bytes",
     "resample",
     "save_audio",
     "write_bytes_atomic",
@@ -52,7 +54,14 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def _read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str) -> bytes:
+    """The whole file at ``uri`` (any fsspec URI).
+
+    Raises
+    ------
+    AudioError
+        ``not_found`` or ``unreadable`` (a folder, no permission, a failing store).
+    """
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         if fs.isdir(path):
@@ -69,27 +78,36 @@ def _read_bytes(uri: str) -> bytes:
         raise AudioError(uri, "unreadable", f"cannot read ({type(exc).__name__}: {exc})") from exc
 
 
-def _open_soundfile(uri: str, data: bytes) -> sf.SoundFile:
+def _open_soundfile(uri: str, data: bytes) -> sf.SoundFile | None:
+    """The file opened by libsndfile, or ``None`` when libsndfile does not read its format."""
     if len(data) == 0:
         raise AudioError(uri, "empty", "file is empty (0 bytes)")
     try:
         return sf.SoundFile(io.BytesIO(data))
-    except sf.LibsndfileError as exc:
-        raise AudioError(uri, "unsupported", f"not a readable audio file ({exc})") from exc
-    except Exception as exc:
-        raise AudioError(uri, "unsupported", f"not a readable audio file ({exc})") from exc
+    except Exception:  # noqa: BLE001 - LibsndfileError and friends: try FFmpeg next
+        return None
 
 
 def audio_info(uri: str) -> AudioInfo:
-    """Read the header of ``uri``.
+    """Read the header of ``uri`` (libsndfile's, else FFmpeg's).
+
+    ``format`` and ``subtype`` are libsndfile's names (``FLAC``, ``PCM_16``), or, for files
+    only FFmpeg reads, the container and codec (``mov``, ``aac``); ``frames`` then comes from
+    the container's duration.
 
     Raises
     ------
     AudioError
-        If the file is missing, empty or not a format libsndfile can read.
+        If the file is missing, empty or not a format either can read.
     """
-    data = _read_bytes(uri)
-    with _open_soundfile(uri, data) as f:
+    data = read_bytes(uri)
+    f = _open_soundfile(uri, data)
+    if f is None:
+        from . import ffmpeg
+
+        s = ffmpeg.probe(uri, data)
+        return AudioInfo(s.sample_rate, s.channels, s.frames, s.container, s.codec)
+    with f:
         return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
 
 
@@ -126,20 +144,38 @@ def load_audio(
         Naming ``uri`` and the cause: missing, unreadable, empty, unsupported format,
         non-finite samples or too long.
     """
-    data = _read_bytes(uri)
-    with _open_soundfile(uri, data) as f:
-        native_sr = f.samplerate
-        if f.frames == 0:
-            raise AudioError(uri, "empty", "file holds no samples")
-        if max_duration_s is not None and f.frames / native_sr > max_duration_s:
-            raise AudioError(
-                uri, "too_long",
-                f"{f.frames / native_sr:.1f} s is longer than the limit of {max_duration_s:g} s",
-            )
-        try:
-            audio = f.read(dtype="float32", always_2d=True).T
-        except Exception as exc:
-            raise AudioError(uri, "unreadable", f"corrupt audio data ({exc})") from exc
+    return decode_audio(read_bytes(uri), uri=uri, sr=sr, mono=mono, max_duration_s=max_duration_s)
+
+
+def decode_audio(
+    data: bytes,
+    *,
+    uri: str = "<bytes>",
+    sr: int | None = None,
+    mono: bool = False,
+    max_duration_s: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """:func:`load_audio` on a file's bytes already read (``uri`` names it in errors)."""
+    f = _open_soundfile(uri, data)
+    if f is None:
+        # Not a format libsndfile reads (AAC, ALAC, WMA, WebM, MP4 ...): FFmpeg.
+        from . import ffmpeg
+
+        audio, native_sr = ffmpeg.decode(uri, data, max_duration_s=max_duration_s)
+    else:
+        with f:
+            native_sr = f.samplerate
+            if f.frames == 0:
+                raise AudioError(uri, "empty", "file holds no samples")
+            if max_duration_s is not None and f.frames / native_sr > max_duration_s:
+                raise AudioError(
+                    uri, "too_long",
+                    f"{f.frames / native_sr:.1f} s is longer than the limit of {max_duration_s:g} s",
+                )
+            try:
+                audio = f.read(dtype="float32", always_2d=True).T
+            except Exception as exc:
+                raise AudioError(uri, "unreadable", f"corrupt audio data ({exc})") from exc
     if audio.shape[1] == 0:
         raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")
     if not np.isfinite(audio).all():

@@ -1,0 +1,127 @@
+"""Decoding with FFmpeg (PyAV) what libsndfile cannot read: AAC and ALAC (``.m4a``, ``.mp4``),
+raw AAC (``.aac``), Opus in WebM/Matroska, WMA (``.wma``), and any other container FFmpeg
+knows with an audio stream.
+
+PyAV's wheel bundles FFmpeg and its decoders, so nothing is needed from the system.
+:func:`sepops.audio.load_audio` tries libsndfile first (faster, and exact for PCM/FLAC) and
+comes here when it does not recognise the file. Only the first audio stream is decoded (a
+video's soundtrack, the first language of several).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import AudioError
+
+__all__ = ["StreamInfo", "decode", "probe"]
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the container says of its first audio stream (before decoding)."""
+
+    sample_rate: int
+    channels: int
+    #: Frames, from the stream's or the container's duration (0 when neither is known).
+    frames: int
+    container: str
+    codec: str
+    bit_rate: int | None
+
+
+def _open(uri: str, data: bytes):
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except av.FFmpegError as exc:
+        raise AudioError(uri, "unsupported", f"not a readable audio file ({_cause(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - PyAV raises plain errors for some garbage
+        raise AudioError(uri, "unsupported", f"not a readable audio file ({type(exc).__name__}: {exc})") from None
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(uri, "unsupported", "the file holds no audio stream")
+    return container
+
+
+def _cause(exc: Exception) -> str:
+    # FFmpeg's message without the memory address of PyAV's file object.
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0]
+
+
+def _info(container, stream) -> StreamInfo:
+    sr = int(stream.codec_context.sample_rate or stream.rate or 0)
+    channels = int(stream.codec_context.channels or 0)
+    seconds = None
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / 1_000_000  # av.time_base
+    frames = round(seconds * sr) if seconds and sr else 0
+    bit_rate = int(stream.codec_context.bit_rate or container.bit_rate or 0) or None
+    return StreamInfo(sr, channels, frames, container.format.name.split(",")[0], stream.codec_context.name, bit_rate)
+
+
+def probe(uri: str, data: bytes) -> StreamInfo:
+    """The first audio stream's rate, channels, frames, container and codec.
+
+    Raises
+    ------
+    AudioError
+        ``unsupported`` when FFmpeg does not know the file or it has no audio stream.
+    """
+    container = _open(uri, data)
+    try:
+        return _info(container, container.streams.audio[0])
+    finally:
+        container.close()
+
+
+def decode(uri: str, data: bytes, *, max_duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream of ``data`` to float32 ``(channels, samples)``.
+
+    Raises
+    ------
+    AudioError
+        ``unsupported`` (not a container FFmpeg knows, or no audio stream), ``invalid``
+        (no sample rate or channels), ``too_long`` (from the header, before decoding),
+        ``unreadable`` (corrupt data), ``empty`` (nothing decodable).
+    """
+    import av
+
+    container = _open(uri, data)
+    try:
+        stream = container.streams.audio[0]
+        info = _info(container, stream)
+        if info.sample_rate <= 0 or info.channels <= 0:
+            raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
+        if max_duration_s is not None and info.frames / info.sample_rate > max_duration_s:
+            raise AudioError(
+                uri, "too_long",
+                f"{info.frames / info.sample_rate:.1f} s is longer than the limit of {max_duration_s:g} s",
+            )
+        # Planar float32 at the stream's own rate and layout, whatever the codec's format.
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
+        chunks, total = [], 0
+        limit = None if max_duration_s is None else int(max_duration_s * info.sample_rate) + info.sample_rate
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+                    total += chunks[-1].shape[1]
+                if limit is not None and total > limit:  # the header understated the length
+                    raise AudioError(uri, "too_long", f"more than {max_duration_s:g} s of audio")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except av.FFmpegError as exc:
+            raise AudioError(uri, "unreadable", f"corrupt audio data ({_cause(exc)})") from None
+    finally:
+        container.close()
+    chunks = [c for c in chunks if c.size]
+    if not chunks:
+        raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")
+    audio = np.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
+    return np.ascontiguousarray(audio, dtype=np.float32), info.sample_rate
