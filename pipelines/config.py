@@ -19,7 +19,7 @@ A job file looks like this (every section but ``operators`` is optional)::
       max_duration_s: 1800     # longer tracks become error rows (too_long)
       min_duration_s: 0.1      # shorter tracks become error rows (too_short)
       overwrite: false
-      extensions: [flac, wav, ogg, mp3, aiff, aif]
+      extensions: [flac, wav, aiff, aif, ogg, oga, opus, mp3, m4a, m4b, mp4, aac, wma, webm, mka]
 
 Every mistake (unknown key, wrong type, unknown operator, bad operator parameter, an NMF
 dictionary or U-Net model that does not exist) raises ``ConfigError`` naming the key, before
@@ -108,7 +108,10 @@ class JobSettings:
     max_duration_s: float | None = 1800.0
     min_duration_s: float = 0.1
     overwrite: bool = False
-    extensions: tuple[str, ...] = ("flac", "wav", "ogg", "mp3", "aiff", "aif")
+    #: What a folder ``--input`` picks up: libsndfile's formats and FFmpeg's (sepops.ffmpeg).
+    extensions: tuple[str, ...] = (
+        "flac", "wav", "aiff", "aif", "ogg", "oga", "opus", "mp3", "m4a", "m4b", "mp4", "aac", "wma", "webm", "mka",
+    )
 
     def __post_init__(self):
         if self.max_duration_s is not None and self.max_duration_s <= 0:

@@ -84,6 +84,15 @@ STEM_METADATA_SCHEMA = pa.schema(
         _field("run_id", pa.string(), "the run that wrote the row", False),
         _field("sepflow_version", pa.string(), "sepflow version that wrote the row", False),
         _field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
+        # The source file's own tags and stream facts (sepops.tags): null where it has none.
+        _field("source_artist", pa.string(), "artist tag of the source file"),
+        _field("source_title", pa.string(), "title tag of the source file"),
+        _field("source_album", pa.string(), "album tag of the source file"),
+        _field("source_track_number", pa.int32(), "track number tag of the source file"),
+        _field("source_isrc", pa.string(), "ISRC tag of the source file, 12 characters, no dashes"),
+        _field("source_duration_s", pa.float64(), "duration of the source file from its header, seconds"),
+        _field("source_codec", pa.string(), "codec of the source file (aac, alac, mp3, flac, opus, vorbis, pcm, wma ...)"),
+        _field("source_bit_rate", pa.int64(), "bit rate of the source file from its header, bits per second"),
     ]
 )
 
@@ -113,6 +122,14 @@ class StemRecord:
     error_type: str | None = None
     error_message: str | None = None
     processing_s: float | None = None
+    source_artist: str | None = None
+    source_title: str | None = None
+    source_album: str | None = None
+    source_track_number: int | None = None
+    source_isrc: str | None = None
+    source_duration_s: float | None = None
+    source_codec: str | None = None
+    source_bit_rate: int | None = None
 
 
 assert {f.name for f in fields(StemRecord)} == set(STEM_METADATA_SCHEMA.names)

@@ -111,7 +111,7 @@ class SeparateTrackFn(beam.DoFn):
         if not todo:
             return
         try:
-            audio, sr = decode_track(track.source_uri, self.job)
+            audio, sr, tags = decode_track(track.source_uri, self.job)
         except UnitFailed as failure:
             for unit in todo:
                 yield self._result(unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version))
@@ -123,7 +123,7 @@ class SeparateTrackFn(beam.DoFn):
             try:
                 records = separate_unit(
                     unit, self.job, self.output, self._operators[unit.label], analysis,
-                    run_id=self.run_id, version=self._version,
+                    run_id=self.run_id, version=self._version, tags=tags,
                 )
             except PartNotWritten:  # consolidation reports the unit as missing_result
                 self.units_error.inc()

@@ -6,8 +6,8 @@ tested without a pipeline::
 
     unit = Unit.of(track, spec, job)
     if not is_complete(unit, job, output, operator):
-        audio, sr = decode_track(track.source_uri, job)
-        records = separate_unit(unit, job, output, operator, Analysis(audio, sr), run_id=..., version=...)
+        audio, sr, tags = decode_track(track.source_uri, job)
+        records = separate_unit(unit, job, output, operator, Analysis(audio, sr), run_id=..., version=..., tags=tags)
 
 Per unit, storage holds its stems, then its metadata part (the completeness marker, written
 last), and a dead-letter file only while its latest attempt failed.
@@ -25,8 +25,9 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from sepops import Analysis, AudioError, Operator, load_audio, save_audio
-from sepops.audio import write_bytes_atomic
+from sepops import Analysis, AudioError, Operator, save_audio
+from sepops.audio import decode_audio, read_bytes, write_bytes_atomic
+from sepops.tags import TrackTags, read_tags
 
 from .config import JobConfig, OperatorSpec
 from .io import Track, join_uri, safe_path_component
@@ -77,8 +78,12 @@ class Unit:
             track.track_id, track.source_uri, spec.operator, spec.label, spec.params_json(), job.unit_digest(spec)
         )
 
-    def record(self, status: str, *, run_id: str, version: str, created_at: datetime, **values: Any) -> StemRecord:
-        """A metadata row of this unit; ``values`` fill the stem or error columns."""
+    def record(
+        self, status: str, *, run_id: str, version: str, created_at: datetime, tags: TrackTags | None = None,
+        **values: Any,
+    ) -> StemRecord:
+        """A metadata row of this unit; ``values`` fill the stem or error columns, ``tags`` the
+        ``source_*`` ones."""
         return StemRecord(
             track_id=self.track_id,
             source_uri=self.source_uri,
@@ -90,6 +95,7 @@ class Unit:
             run_id=run_id,
             sepflow_version=version,
             created_at=created_at,
+            **(tags or TrackTags()).as_dict("source_"),
             **values,
         )
 
@@ -105,11 +111,14 @@ class UnitFailed(Exception):
         The dead letter's traceback; by default this exception's own (with its cause).
     """
 
-    def __init__(self, error_type: str, message: str, traceback_text: str | None = None):
+    def __init__(self, error_type: str, message: str, traceback_text: str | None = None,
+                 tags: TrackTags | None = None):
         super().__init__(message)
         self.error_type = error_type
         self.message = message
         self._traceback_text = traceback_text
+        #: The source's tags, when its bytes could be read (error rows carry them too).
+        self.tags = tags
 
     def traceback_text(self) -> str:
         if self._traceback_text is not None:
@@ -155,18 +164,25 @@ def is_complete(unit: Unit, job: JobConfig, output: str, operator: Operator) -> 
     return all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows)
 
 
-def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int]:
-    """The track's audio as the job's ``audio`` settings ask, shape (channels, samples).
+def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int, TrackTags]:
+    """The track's audio as the job's ``audio`` settings ask, shape (channels, samples), and
+    the source's tags, from one read of the file.
 
     Raises
     ------
     UnitFailed
         With the ``AudioError``'s kind (``empty``, ``too_long``, ``too_short``, ...), or
-        ``decode_error`` for anything else (e.g. a ``MemoryError`` on a huge file).
+        ``decode_error`` for anything else (e.g. a ``MemoryError`` on a huge file); its
+        ``tags`` are the file's when its bytes could be read.
     """
     settings, limits = job.audio, job.job
+    tags = None
     try:
-        audio, sr = load_audio(source_uri, sr=settings.sample_rate, mono=settings.mono, max_duration_s=limits.max_duration_s)
+        data = read_bytes(source_uri)
+        tags = read_tags(data)
+        audio, sr = decode_audio(
+            data, uri=source_uri, sr=settings.sample_rate, mono=settings.mono, max_duration_s=limits.max_duration_s
+        )
         duration = audio.shape[1] / sr
         if duration < limits.min_duration_s:
             raise AudioError(
@@ -174,10 +190,12 @@ def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int]:
             )
     except AudioError as exc:
         # The cause says it all; a traceback of the decoder would only be noise.
-        raise UnitFailed(exc.kind, exc.message, traceback_text="") from None
+        raise UnitFailed(exc.kind, exc.message, traceback_text="", tags=tags) from None
     except Exception as exc:  # noqa: BLE001
-        raise UnitFailed("decode_error", f"{type(exc).__name__}: {exc}", traceback_text=traceback.format_exc()) from None
-    return audio, sr
+        raise UnitFailed(
+            "decode_error", f"{type(exc).__name__}: {exc}", traceback_text=traceback.format_exc(), tags=tags
+        ) from None
+    return audio, sr, tags
 
 
 def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, version: str) -> list[StemRecord]:
@@ -187,7 +205,7 @@ def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, vers
     whose part is missing.
     """
     record = unit.record(
-        STATUS_ERROR, run_id=run_id, version=version, created_at=utc_now(),
+        STATUS_ERROR, run_id=run_id, version=version, created_at=utc_now(), tags=failure.tags,
         error_type=failure.error_type, error_message=failure.message,
     )
     try:
@@ -199,9 +217,11 @@ def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, vers
 
 
 def separate_unit(
-    unit: Unit, job: JobConfig, output: str, operator: Operator, analysis: Analysis, *, run_id: str, version: str
+    unit: Unit, job: JobConfig, output: str, operator: Operator, analysis: Analysis, *, run_id: str, version: str,
+    tags: TrackTags | None = None,
 ) -> list[StemRecord]:
-    """Separate the track of ``analysis``, write its stems and then its metadata part.
+    """Separate the track of ``analysis``, write its stems and then its metadata part
+    (every row carrying the source's ``tags``).
 
     Returns
     -------
@@ -220,14 +240,14 @@ def separate_unit(
         try:
             stems = operator.separate(audio, sr, analysis=analysis)
         except Exception as exc:
-            raise UnitFailed("operator_error", f"{type(exc).__name__}: {exc}") from exc
-        stems = _checked(stems, audio.shape)
+            raise UnitFailed("operator_error", f"{type(exc).__name__}: {exc}", tags=tags) from exc
+        stems = _checked(stems, audio.shape, tags)
         uris = {name: _unit_stem_uri(unit, job, output, name) for name in stems}
         for name, stem in stems.items():
             try:
                 save_audio(uris[name], stem, sr, format=job.audio.format, subtype=job.audio.subtype)
             except Exception as exc:
-                raise UnitFailed("write_error", f"{uris[name]}: {type(exc).__name__}: {exc}") from exc
+                raise UnitFailed("write_error", f"{uris[name]}: {type(exc).__name__}: {exc}", tags=tags) from exc
     except UnitFailed as failure:
         return fail_unit(unit, output, failure, run_id=run_id, version=version)
 
@@ -237,7 +257,7 @@ def separate_unit(
     now = utc_now()
     records = [
         unit.record(
-            STATUS_OK, run_id=run_id, version=version, created_at=now,
+            STATUS_OK, run_id=run_id, version=version, created_at=now, tags=tags,
             stem=name,
             stem_uri=uris[name],
             sample_rate=int(sr),
@@ -259,17 +279,19 @@ def separate_unit(
     return records
 
 
-def _checked(stems: Any, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def _checked(stems: Any, shape: tuple[int, ...], tags: TrackTags | None) -> dict[str, np.ndarray]:
     """The operator's stems as float32 arrays shaped like the mixture, all samples finite."""
     if not isinstance(stems, dict) or not stems:
-        raise UnitFailed("invalid_output", f"operator returned {type(stems).__name__}, not a dict of stems")
+        raise UnitFailed("invalid_output", f"operator returned {type(stems).__name__}, not a dict of stems", tags=tags)
     out = {}
     for name, stem in stems.items():
         stem = np.atleast_2d(np.asarray(stem, dtype=np.float32))
         if stem.shape != tuple(shape):
-            raise UnitFailed("invalid_output", f"stem {name!r} has shape {stem.shape}, mixture {tuple(shape)}")
+            raise UnitFailed(
+                "invalid_output", f"stem {name!r} has shape {stem.shape}, mixture {tuple(shape)}", tags=tags
+            )
         if not np.isfinite(stem).all():
-            raise UnitFailed("invalid_output", f"stem {name!r} holds NaN or infinite samples")
+            raise UnitFailed("invalid_output", f"stem {name!r} holds NaN or infinite samples", tags=tags)
         out[name] = stem
     return out
 

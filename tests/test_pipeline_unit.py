@@ -76,7 +76,7 @@ def test_a_separated_unit_is_complete_and_a_changed_one_is_not(track, tmp_path):
     operator = get_operator(spec.operator, **spec.params)
     assert not is_complete(unit, job, out, operator)
 
-    audio, sr = decode_track(track.source_uri, job)
+    audio, sr, _ = decode_track(track.source_uri, job)
     records = separate_unit(unit, job, out, operator, Analysis(audio, sr), run_id="r1", version="v")
     assert [(r.stem, r.status, r.run_id) for r in records] == [("a", "ok", "r1"), ("b", "ok", "r1")]
     assert [r["stem"] for r in read_part(f"{out}/_sepflow/parts/{spec.label}/t.parquet").to_pylist()] == ["a", "b"]
@@ -91,7 +91,7 @@ def test_a_failed_unit_writes_one_error_row_and_a_dead_letter(track, tmp_path):
     job = job_config_from_dict({"operators": [{"operator": "pipeline_unit_halves", "params": {"broken": True}}]})
     (spec,) = job.operators
     unit = Unit.of(track, spec, job)
-    audio, sr = decode_track(track.source_uri, job)
+    audio, sr, _ = decode_track(track.source_uri, job)
     operator = get_operator(spec.operator, **spec.params)
     (record,) = separate_unit(unit, job, out, operator, Analysis(audio, sr), run_id="r1", version="v")
     assert (record.status, record.error_type) == ("error", "invalid_output")
@@ -109,7 +109,7 @@ def test_decode_errors_and_an_unwritten_part(track, tmp_path, monkeypatch):
 
     job = job_config_from_dict({"operators": ["pipeline_unit_halves"]})
     (spec,) = job.operators
-    audio, sr = decode_track(track.source_uri, job)
+    audio, sr, _ = decode_track(track.source_uri, job)
 
     def no_storage(uri, records):
         raise OSError("disk full")
