@@ -29,6 +29,7 @@ EXTRAS = {
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
     "dev": [
         "pytest>=7",
+        "hypothesis>=6.100",
         "ruff>=0.4",
         "mir_eval>=0.7",
         "scikit-learn>=1.3",

@@ -18,7 +18,10 @@ A job file looks like this (every section but ``operators`` is optional)::
     job:
       max_duration_s: 1800     # longer tracks become error rows (too_long)
       min_duration_s: 0.1      # shorter tracks become error rows (too_short)
+      max_file_mb: 2048        # larger files become error rows (too_large), before reading
+      max_channels: 16         # more channels become error rows (too_many_channels)
       overwrite: false
+      allow_output_in_input: false   # refuse an --output inside a folder the job reads
       extensions: [flac, wav, aiff, aif, ogg, oga, opus, mp3, m4a, m4b, mp4, aac, wma, webm, mka]
 
 Every mistake (unknown key, wrong type, unknown operator, bad operator parameter, an NMF
@@ -107,7 +110,14 @@ class JobSettings:
 
     max_duration_s: float | None = 1800.0
     min_duration_s: float = 0.1
+    #: Larger files become error rows (``too_large``) before a byte is read (null: no limit).
+    max_file_mb: float | None = 2048.0
+    #: Files with more channels become error rows (``too_many_channels``).
+    max_channels: int = 16
     overwrite: bool = False
+    #: A job refuses an ``--output`` inside a folder or glob it reads (its stems would be
+    #: read back as tracks by the next run) unless this is true.
+    allow_output_in_input: bool = False
     #: What a folder ``--input`` picks up: libsndfile's formats and FFmpeg's (sepops.ffmpeg).
     extensions: tuple[str, ...] = (
         "flac", "wav", "aiff", "aif", "ogg", "oga", "opus", "mp3", "m4a", "m4b", "mp4", "aac", "wma", "webm", "mka",
@@ -118,6 +128,10 @@ class JobSettings:
             raise ValueError(f"max_duration_s must be > 0 or null, got {self.max_duration_s}")
         if self.min_duration_s < 0:
             raise ValueError(f"min_duration_s must be >= 0, got {self.min_duration_s}")
+        if self.max_file_mb is not None and self.max_file_mb <= 0:
+            raise ValueError(f"max_file_mb must be > 0 or null, got {self.max_file_mb}")
+        if self.max_channels < 1:
+            raise ValueError(f"max_channels must be >= 1, got {self.max_channels}")
 
 
 @dataclass(frozen=True)

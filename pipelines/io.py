@@ -54,6 +54,9 @@ class Track:
 
     track_id: str
     source_uri: str
+    #: The id this file's name gave when other inputs gave the same one (compared without
+    #: case, as case-insensitive stores would); ``track_id`` then has a suffix from the URI.
+    id_collision: str | None = None
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -116,6 +119,24 @@ def _glob_root(pattern_path: str) -> str:
 
 def _has_extension(path: str, extensions: tuple[str, ...]) -> bool:
     return posixpath.splitext(path)[1].lower().lstrip(".") in extensions
+
+
+def input_folder(spec: str) -> str | None:
+    """The folder an ``--input`` reads everything below: the folder itself, or a glob's part
+    before its first wildcard; ``None`` for a single file or a manifest."""
+    fs, path = fsspec.core.url_to_fs(spec)
+    if _GLOB_CHARS.search(path):
+        root = _glob_root(path)
+    elif path.lower().endswith(MANIFEST_EXTENSIONS):
+        return None
+    else:
+        try:
+            if not fs.isdir(path):
+                return None
+        except Exception:  # noqa: BLE001 - an unreachable input fails later, with its own error
+            return None
+        root = path
+    return _to_uri(fs, root.rstrip("/") or "/")
 
 
 def read_manifest(uri: str) -> list[tuple[str, str | None]]:
@@ -241,17 +262,19 @@ def match_inputs(inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav"
 
 
 def _disambiguate(tracks: list[Track]) -> list[Track]:
-    """Give tracks whose ids collide (``a.flac`` and ``a.wav``, ``a b`` and ``a_b``) a suffix
-    derived from their URI, so ids stay unique and stable from run to run."""
+    """Give tracks whose ids collide (``a.flac`` and ``a.wav``, ``a b`` and ``a_b``, ``Song``
+    and ``song``, NFC and NFD spellings of one name) a suffix derived from their URI, so ids
+    stay unique, also on case-insensitive stores, and stable from run to run. The shared id
+    is kept in ``Track.id_collision``."""
     by_id: dict[str, list[Track]] = {}
     for t in tracks:
-        by_id.setdefault(t.track_id, []).append(t)
+        by_id.setdefault(t.track_id.casefold(), []).append(t)
     out = []
-    for track_id, group in by_id.items():
+    for group in by_id.values():
         if len(group) == 1:
             out.append(group[0])
             continue
         for t in group:
             suffix = hashlib.sha1(t.source_uri.encode("utf-8")).hexdigest()[:8]
-            out.append(Track(f"{track_id}-{suffix}", t.source_uri))
+            out.append(Track(f"{t.track_id}-{suffix}", t.source_uri, id_collision=t.track_id))
     return sorted(out, key=lambda t: t.track_id)

@@ -93,6 +93,9 @@ STEM_METADATA_SCHEMA = pa.schema(
         _field("source_duration_s", pa.float64(), "duration of the source file from its header, seconds"),
         _field("source_codec", pa.string(), "codec of the source file (aac, alac, mp3, flac, opus, vorbis, pcm, wma ...)"),
         _field("source_bit_rate", pa.int64(), "bit rate of the source file from its header, bits per second"),
+        _field("track_id_collision", pa.string(),
+               "the id the input's name gave when other inputs gave it too (case-insensitively); "
+               "track_id then ends in a suffix from the URI"),
     ]
 )
 
@@ -130,6 +133,7 @@ class StemRecord:
     source_duration_s: float | None = None
     source_codec: str | None = None
     source_bit_rate: int | None = None
+    track_id_collision: str | None = None
 
 
 assert {f.name for f in fields(StemRecord)} == set(STEM_METADATA_SCHEMA.names)

@@ -307,6 +307,8 @@ def run_job(
     if "://" not in output:
         output = os.path.abspath(output)
     overwrite = job.job.overwrite if overwrite is None else overwrite
+    if not job.job.allow_output_in_input:
+        _refuse_output_in_input(output, inputs)
     tracks: list[Track] = match_inputs(list(inputs), job.job.extensions)
     _remove_orphaned_temp_files(output)
     run_id = new_run_id()
@@ -345,6 +347,28 @@ def run_job(
         stream.write(summary.table() + "\n")
         stream.flush()
     return summary
+
+
+def _refuse_output_in_input(output: str, inputs: Sequence[str]) -> None:
+    """An output inside a folder (or under a glob's fixed part) that the job reads would have
+    its stems read back as new tracks by the next run: refuse it (``InputError``)."""
+    from .io import InputError, input_folder
+
+    out = _normalised(output)
+    for spec in inputs:
+        folder = input_folder(spec)
+        if folder is None:
+            continue
+        root = _normalised(folder)
+        if out == root or out.startswith(root.rstrip("/") + "/"):
+            raise InputError(
+                f"--output {output} is inside the input {spec}: the next run would read its stems as "
+                "tracks; choose another --output, or --set job.allow_output_in_input=true"
+            )
+
+
+def _normalised(uri: str) -> str:
+    return os.path.realpath(uri) if "://" not in uri else uri.rstrip("/")
 
 
 # sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.

@@ -71,11 +71,14 @@ class Unit:
     operator_params: str
     #: ``JobConfig.unit_digest``: a re-run skips the unit only when its rows carry this digest.
     config_digest: str
+    #: ``Track.id_collision``: the id this input shared with others before its suffix.
+    track_id_collision: str | None = None
 
     @classmethod
     def of(cls, track: Track, spec: OperatorSpec, job: JobConfig) -> Unit:
         return cls(
-            track.track_id, track.source_uri, spec.operator, spec.label, spec.params_json(), job.unit_digest(spec)
+            track.track_id, track.source_uri, spec.operator, spec.label, spec.params_json(), job.unit_digest(spec),
+            track.id_collision,
         )
 
     def record(
@@ -95,6 +98,7 @@ class Unit:
             run_id=run_id,
             sepflow_version=version,
             created_at=created_at,
+            track_id_collision=self.track_id_collision,
             **(tags or TrackTags()).as_dict("source_"),
             **values,
         )
@@ -178,11 +182,17 @@ def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int, Trac
     settings, limits = job.audio, job.job
     tags = None
     try:
+        _check_size(source_uri, limits.max_file_mb)
         data = read_bytes(source_uri)
         tags = read_tags(data)
         audio, sr = decode_audio(
             data, uri=source_uri, sr=settings.sample_rate, mono=settings.mono, max_duration_s=limits.max_duration_s
         )
+        if audio.shape[0] > limits.max_channels:
+            raise AudioError(
+                source_uri, "too_many_channels",
+                f"{audio.shape[0]} channels is more than the limit of {limits.max_channels} (job.max_channels)",
+            )
         duration = audio.shape[1] / sr
         if duration < limits.min_duration_s:
             raise AudioError(
@@ -196,6 +206,21 @@ def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int, Trac
             "decode_error", f"{type(exc).__name__}: {exc}", traceback_text=traceback.format_exc(), tags=tags
         ) from None
     return audio, sr, tags
+
+
+def _check_size(source_uri: str, max_file_mb: float | None) -> None:
+    """Refuse a file over the limit from its size alone (a stat, or one HEAD on a store)."""
+    if max_file_mb is None:
+        return
+    try:
+        fs, path = fsspec.core.url_to_fs(source_uri)
+        size = fs.size(path)
+    except Exception:  # noqa: BLE001 - reading it will say what is wrong
+        return
+    if size is not None and size > max_file_mb * 1e6:
+        raise AudioError(
+            source_uri, "too_large", f"{size / 1e6:.0f} MB is larger than the limit of {max_file_mb:g} MB (job.max_file_mb)"
+        )
 
 
 def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, version: str) -> list[StemRecord]:

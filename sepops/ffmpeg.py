@@ -36,7 +36,9 @@ def _open(uri: str, data: bytes):
     import av
 
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        # Tags are not ours to judge here (mutagen reads them): bad UTF-8 in one must not
+        # make an otherwise good file unreadable.
+        container = av.open(io.BytesIO(data), mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise AudioError(uri, "unsupported", f"not a readable audio file ({_cause(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - PyAV raises plain errors for some garbage
@@ -53,6 +55,8 @@ def _cause(exc: Exception) -> str:
 
 
 def _info(container, stream) -> StreamInfo:
+    if stream.codec_context is None:
+        raise AudioError("", "unsupported", "no decoder for the file's audio stream")
     sr = int(stream.codec_context.sample_rate or stream.rate or 0)
     channels = int(stream.codec_context.channels or 0)
     seconds = None
@@ -76,6 +80,10 @@ def probe(uri: str, data: bytes) -> StreamInfo:
     container = _open(uri, data)
     try:
         return _info(container, container.streams.audio[0])
+    except AudioError as exc:
+        raise AudioError(uri, exc.kind, exc.message) from None
+    except Exception as exc:  # noqa: BLE001 - a damaged header can trip PyAV anywhere
+        raise AudioError(uri, "unreadable", f"damaged header ({type(exc).__name__}: {exc})") from None
     finally:
         container.close()
 
@@ -94,34 +102,46 @@ def decode(uri: str, data: bytes, *, max_duration_s: float | None = None) -> tup
 
     container = _open(uri, data)
     try:
-        stream = container.streams.audio[0]
-        info = _info(container, stream)
-        if info.sample_rate <= 0 or info.channels <= 0:
-            raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
-        if max_duration_s is not None and info.frames / info.sample_rate > max_duration_s:
-            raise AudioError(
-                uri, "too_long",
-                f"{info.frames / info.sample_rate:.1f} s is longer than the limit of {max_duration_s:g} s",
-            )
-        # Planar float32 at the stream's own rate and layout, whatever the codec's format.
-        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
-        chunks, total = [], 0
-        limit = None if max_duration_s is None else int(max_duration_s * info.sample_rate) + info.sample_rate
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-                    total += chunks[-1].shape[1]
-                if limit is not None and total > limit:  # the header understated the length
-                    raise AudioError(uri, "too_long", f"more than {max_duration_s:g} s of audio")
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
-        except av.FFmpegError as exc:
-            raise AudioError(uri, "unreadable", f"corrupt audio data ({_cause(exc)})") from None
+        audio_chunks, sr = _decode_stream(uri, container, max_duration_s)
+    except AudioError as exc:
+        raise AudioError(uri, exc.kind, exc.message) from None
+    except av.FFmpegError as exc:
+        raise AudioError(uri, "unreadable", f"corrupt audio data ({_cause(exc)})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged streams can trip PyAV anywhere
+        raise AudioError(uri, "unreadable", f"corrupt audio data ({type(exc).__name__}: {exc})") from None
     finally:
         container.close()
-    chunks = [c for c in chunks if c.size]
+    chunks = [c for c in audio_chunks if c.size]
     if not chunks:
         raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")
     audio = np.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
-    return np.ascontiguousarray(audio, dtype=np.float32), info.sample_rate
+    return np.ascontiguousarray(audio, dtype=np.float32), sr
+
+
+def _decode_stream(uri: str, container, max_duration_s: float | None) -> tuple[list[np.ndarray], int]:
+    import av
+
+    stream = container.streams.audio[0]
+    info = _info(container, stream)
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
+    if max_duration_s is not None and info.frames / info.sample_rate > max_duration_s:
+        raise AudioError(
+            uri, "too_long",
+            f"{info.frames / info.sample_rate:.1f} s is longer than the limit of {max_duration_s:g} s",
+        )
+    # Planar float32 at the stream's own rate and layout, whatever the codec's format.
+    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
+    chunks, total = [], 0
+    limit = None if max_duration_s is None else int(max_duration_s * info.sample_rate) + info.sample_rate
+    for frame in container.decode(stream):
+        for out in resampler.resample(frame):
+            chunks.append(out.to_ndarray())
+            total += chunks[-1].shape[1]
+        if limit is not None and total > limit:  # the header understated the length
+            raise AudioError(uri, "too_long", f"more than {max_duration_s:g} s of audio")
+    for out in resampler.resample(None):
+        chunks.append(out.to_ndarray())
+    return chunks, info.sample_rate
