@@ -19,16 +19,23 @@ import scipy.ndimage
 __all__ = ["beat_spectrum", "median_filter_axis", "median_last", "median_of", "strided_time_median"]
 
 
-def median_last(x: np.ndarray) -> np.ndarray:
+def median_last(x: np.ndarray, *, overwrite_input: bool = False) -> np.ndarray:
     """Median over the last axis, float32 (a partial sort of a contiguous copy beats
-    ``np.median``, which sorts along a strided axis and upcasts)."""
+    ``np.median``, which sorts along a strided axis and upcasts).
+
+    ``overwrite_input`` lets a C-ordered float32 ``x`` be partitioned in place (no copy).
+    """
     n = x.shape[-1]
     if n == 1:
         return x[..., 0].astype(np.float32)
     kth = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
-    s = np.partition(np.ascontiguousarray(x, dtype=np.float32), kth, axis=-1)
+    if overwrite_input and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable:
+        s = x
+        s.partition(kth, axis=-1)
+    else:
+        s = np.partition(np.ascontiguousarray(x, dtype=np.float32), kth, axis=-1)
     if n % 2:
-        return s[..., n // 2]
+        return s[..., n // 2].copy()
     return 0.5 * (s[..., n // 2 - 1] + s[..., n // 2])
 
 

@@ -147,3 +147,25 @@ def test_quality_beats_trivial(loops_and_trivial, name, measured):
         est = {AS_TASK[k]: v for k, v in op.separate(mix, sr).items()}
         gains.append(mean_sdr(bss_eval(refs, est)) - trivial)
     assert np.mean(gains) >= measured - 1.5, gains
+
+
+def test_repet_sim_search_is_windowed_and_exact_within_the_window(rng):
+    from sepops.operators.repet import similar_frames
+
+    mag = rng.random((40, 700), dtype=np.float32)
+    mag[:, 100:140] = mag[:, 400:440]  # a repetition 300 frames away
+    full = similar_frames(mag, 0.0, 5, 20)
+    for block in (64, 512):
+        assert all(np.array_equal(a, b) for a, b in zip(full, similar_frames(mag, 0.0, 5, 20, max_lag=700, block=block)))
+    near = similar_frames(mag, 0.0, 5, 20, max_lag=100)
+    assert all(np.all(np.abs(n - j) <= 100) and j in n for j, n in enumerate(near))
+    assert 400 in full[100] and 400 not in near[100]
+    # Linear in length: 40,000 frames (about 8 minutes at 44.1 kHz / hop 512) in blocks.
+    long = rng.random((16, 40_000), dtype=np.float32)
+    neighbours = similar_frames(long, 0.5, 10, 10, max_lag=300)
+    assert len(neighbours) == 40_000 and max(len(n) for n in neighbours) <= 10
+
+
+def test_repet_sim_max_lag_is_validated():
+    with pytest.raises(sepops.OperatorConfigError, match="max_lag_s"):
+        sepops.get_operator("repet_sim", max_lag_s=0)

@@ -113,18 +113,23 @@ def repeating_spectrogram(mag: np.ndarray, period: int) -> np.ndarray:
 
 
 def similar_frames(
-    mag: np.ndarray, min_similarity: float, min_distance: int, max_frames: int
+    mag: np.ndarray, min_similarity: float, min_distance: int, max_frames: int, *,
+    max_lag: int | None = None, block: int = 512,
 ) -> list[np.ndarray]:
     """For every frame, the frames most similar to it (REPET-SIM).
 
     Similarity is the cosine between magnitude spectra. The similar frames of frame ``j``
     are the peaks of similarity row ``j`` that reach ``min_similarity`` and lie at least
     ``min_distance`` frames apart (higher peaks win), at most ``max_frames`` of them,
-    strongest first. Frame ``j`` itself (similarity 1) is always among them.
+    strongest first. Frame ``j`` itself (similarity 1) is always among them. Only frames
+    within ``max_lag`` of ``j`` are searched, so time and memory grow linearly with the
+    length (the similarity matrix is computed ``block`` rows at a time, never whole).
 
     Parameters
     ----------
     mag : np.ndarray, shape (bins, frames)
+    max_lag : int, optional
+        Search radius in frames (default: the whole signal).
 
     Returns
     -------
@@ -133,20 +138,26 @@ def similar_frames(
     x = np.asarray(mag, dtype=np.float32)
     norm = np.linalg.norm(x, axis=0)
     x = x / np.where(norm > 0, norm, 1.0)
-    sim = x.T @ x
-    frames = sim.shape[0]
-    np.fill_diagonal(sim, 1.0)  # silent frames are still similar to themselves
+    frames = x.shape[1]
+    lag = frames if max_lag is None else max(1, int(max_lag))
     out = []
-    for j in range(frames):
-        # Pad with -inf so that frames 0 and T-1 can be peaks too.
-        row = np.concatenate(([-np.inf], sim[j], [-np.inf]))
-        peaks, props = scipy.signal.find_peaks(row, height=min_similarity, distance=min_distance)
-        peaks = peaks - 1
-        if j not in peaks:  # a neighbour as similar as j itself may have hidden it
-            peaks = np.append(peaks, j)
-            props["peak_heights"] = np.append(props["peak_heights"], np.inf)
-        order = np.argsort(-props["peak_heights"], kind="stable")[:max_frames]
-        out.append(np.sort(peaks[order]))
+    for j0 in range(0, frames, block):
+        j1 = min(frames, j0 + block)
+        c0, c1 = max(0, j0 - lag), min(frames, j1 + lag)
+        sim = x[:, j0:j1].T @ x[:, c0:c1]
+        for j in range(j0, j1):
+            lo, hi = max(c0, j - lag), min(c1, j + lag + 1)
+            # Pad with -inf so that the window's first and last frames can be peaks too;
+            # frame j scores 1 even when silent.
+            row = np.concatenate(([-np.inf], sim[j - j0, lo - c0 : hi - c0], [-np.inf]))
+            row[1 + j - lo] = 1.0
+            peaks, props = scipy.signal.find_peaks(row, height=min_similarity, distance=min_distance)
+            peaks = peaks - 1 + lo
+            if j not in peaks:  # a neighbour as similar as j itself may have hidden it
+                peaks = np.append(peaks, j)
+                props["peak_heights"] = np.append(props["peak_heights"], np.inf)
+            order = np.argsort(-props["peak_heights"], kind="stable")[:max_frames]
+            out.append(np.sort(peaks[order]))
     return out
 
 
@@ -172,7 +183,10 @@ def similarity_spectrogram(mag: np.ndarray, neighbours: list[np.ndarray], block:
         frames = np.flatnonzero(counts == count)
         idx = np.stack([neighbours[j] for j in frames])  # (n, count)
         for s in range(0, len(frames), block):
-            model[..., frames[s : s + block]] = median_last(mag[..., idx[s : s + block]])
+            # np.take keeps the C layout (channels, bins, block, count): the partition then
+            # runs in place along contiguous rows, 4x faster than on a fancy-indexed copy.
+            gathered = np.take(mag, idx[s : s + block], axis=-1)
+            model[..., frames[s : s + block]] = median_last(gathered, overwrite_input=True)
     return np.minimum(model, mag)
 
 
@@ -325,6 +339,10 @@ class RepetSimConfig(_RepetMaskParams):
     similarity to it is a peak of at least ``min_similarity``, the frames at least
     ``min_distance_s`` seconds apart. Defaults tuned like :class:`RepetConfig`'s; a 0.5 s
     distance (the original uses 1 s) lets short loops contribute more repetitions.
+    Similar frames are searched at most ``max_lag_s`` seconds away (the original searches
+    the whole track): time and memory then grow linearly with the length, and 60 s still
+    spans a verse and a chorus or two of most songs. Tracks up to ``max_lag_s`` long are
+    unaffected.
     """
 
     n_fft: int = 4096
@@ -332,6 +350,7 @@ class RepetSimConfig(_RepetMaskParams):
     min_similarity: float = 0.0
     min_distance_s: float = 0.5
     max_repeats: int = 100
+    max_lag_s: float = 60.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -341,6 +360,8 @@ class RepetSimConfig(_RepetMaskParams):
             raise ValueError(f"min_distance_s must be >= 0, got {self.min_distance_s}")
         if self.max_repeats < 1:
             raise ValueError(f"max_repeats must be >= 1, got {self.max_repeats}")
+        if not self.max_lag_s > 0:
+            raise ValueError(f"max_lag_s must be > 0, got {self.max_lag_s}")
 
 
 @register
@@ -366,5 +387,6 @@ class RepetSimOperator(_RepetBase):
     def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
         c = self.config
         min_distance = max(1, round(c.min_distance_s * sr / c.hop_length))
-        neighbours = similar_frames(mag.mean(axis=0), c.min_similarity, min_distance, c.max_repeats)
+        max_lag = max(1, round(c.max_lag_s * sr / c.hop_length))
+        neighbours = similar_frames(mag.mean(axis=0), c.min_similarity, min_distance, c.max_repeats, max_lag=max_lag)
         return similarity_spectrogram(mag, neighbours)
