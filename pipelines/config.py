@@ -11,8 +11,8 @@ A job file looks like this (every section but ``operators`` is optional)::
       n_fft: 4096              # have them and do not set them (unset: operator defaults)
       hop_length: 512
     audio:
-      format: flac             # flac | wav
-      subtype: PCM_16          # PCM_16 | PCM_24 | FLOAT (wav only); default per format
+      format: flac             # flac | wav | mp3 | opus (lossy previews; Opus at 48 kHz)
+      subtype: PCM_16          # PCM_16 | PCM_24 | FLOAT (wav only); default per format; none for mp3/opus
       sample_rate: null        # null keeps each input's rate
       mono: false
     job:
@@ -66,7 +66,8 @@ class ConfigError(ValueError):
 class AudioSettings:
     """How stems are written (and whether inputs are resampled or downmixed on decoding)."""
 
-    format: Literal["flac", "wav"] = "flac"
+    #: flac and wav are exact; mp3 and opus are lossy previews (Opus at 48 kHz).
+    format: Literal["flac", "wav", "mp3", "opus"] = "flac"
     subtype: Literal["PCM_16", "PCM_24", "FLOAT"] | None = None
     sample_rate: int | None = None
     mono: bool = False
@@ -74,12 +75,20 @@ class AudioSettings:
     def __post_init__(self):
         if self.format == "flac" and self.subtype == "FLOAT":
             raise ValueError("subtype FLOAT needs format wav (FLAC stores integers only)")
+        if self.format in ("mp3", "opus") and self.subtype not in (None, "PCM_16"):
+            raise ValueError(f"subtype {self.subtype} applies to flac and wav only; {self.format} has none")
         if self.sample_rate is not None and self.sample_rate < 1000:
             raise ValueError(f"sample_rate must be >= 1000 Hz or null, got {self.sample_rate}")
 
     @property
     def extension(self) -> str:
         return self.format
+
+    @property
+    def encoder_subtype(self) -> str | None:
+        """The subtype handed to the encoder (the shipped configs' PCM_16 means nothing to
+        the lossy formats, so a job can switch to them with one ``--set audio.format``)."""
+        return self.subtype if self.format in ("flac", "wav") else None
 
 
 @dataclass(frozen=True)

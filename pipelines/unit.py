@@ -26,7 +26,7 @@ import fsspec
 import numpy as np
 
 from sepops import Analysis, AudioError, Operator, save_audio
-from sepops.audio import decode_audio, read_bytes, write_bytes_atomic
+from sepops.audio import decode_audio, output_rate, read_bytes, write_bytes_atomic
 from sepops.tags import TrackTags, read_tags
 
 from .config import JobConfig, OperatorSpec
@@ -270,7 +270,7 @@ def separate_unit(
         uris = {name: _unit_stem_uri(unit, job, output, name) for name in stems}
         for name, stem in stems.items():
             try:
-                save_audio(uris[name], stem, sr, format=job.audio.format, subtype=job.audio.subtype)
+                save_audio(uris[name], stem, sr, format=job.audio.format, subtype=job.audio.encoder_subtype)
             except Exception as exc:
                 raise UnitFailed("write_error", f"{uris[name]}: {type(exc).__name__}: {exc}", tags=tags) from exc
     except UnitFailed as failure:
@@ -285,7 +285,7 @@ def separate_unit(
             STATUS_OK, run_id=run_id, version=version, created_at=now, tags=tags,
             stem=name,
             stem_uri=uris[name],
-            sample_rate=int(sr),
+            sample_rate=output_rate(job.audio.format, sr),
             channels=int(stem.shape[0]),
             duration_s=stem.shape[1] / sr,
             stem_rms_db=_level_db(math.sqrt(energies[name] / max(stem.size, 1))),

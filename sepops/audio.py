@@ -34,9 +34,25 @@ __all__ = [
 ]
 
 #: Formats ``save_audio`` can write, with their default subtype.
-OUTPUT_FORMATS = {"flac": "PCM_16", "wav": "PCM_16"}
-#: Subtypes allowed per output format (FLAC stores integers only).
-OUTPUT_SUBTYPES = {"flac": ("PCM_16", "PCM_24"), "wav": ("PCM_16", "PCM_24", "FLOAT")}
+OUTPUT_FORMATS = {"flac": "PCM_16", "wav": "PCM_16", "mp3": "MPEG_LAYER_III", "opus": "OPUS"}
+#: Subtypes allowed per output format (FLAC stores integers only; MP3 and Opus are lossy
+#: previews, encoded by libsndfile with LAME and libopus).
+OUTPUT_SUBTYPES = {
+    "flac": ("PCM_16", "PCM_24"),
+    "wav": ("PCM_16", "PCM_24", "FLOAT"),
+    "mp3": ("MPEG_LAYER_III",),
+    "opus": ("OPUS",),
+}
+_CONTAINERS = {"flac": "FLAC", "wav": "WAV", "mp3": "MP3", "opus": "OGG"}
+#: The rates Opus codes at; anything else is resampled to 48 kHz.
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def output_rate(format: str, sr: int) -> int:
+    """The sample rate a file of ``format`` stores ``sr`` audio at (Opus: one of its rates)."""
+    if format.lower() == "opus" and sr not in _OPUS_RATES:
+        return 48000
+    return int(sr)
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,9 @@ def encode_audio(
 ) -> bytes:
     """Encode ``(channels, samples)`` audio into the bytes of a whole file.
 
-    Integer subtypes clip to [-1, 1) rather than wrapping around.
+    ``format`` is ``flac``, ``wav``, or, for previews, ``mp3`` or ``opus`` (Ogg Opus at one
+    of Opus's rates: other rates are resampled to 48 kHz, see :func:`output_rate`). Integer
+    subtypes clip to [-1, 1) rather than wrapping around.
     """
     fmt = format.lower()
     if fmt not in OUTPUT_FORMATS:
@@ -216,10 +234,13 @@ def encode_audio(
             f"subtype {subtype!r} not supported for {fmt}; choose one of {list(OUTPUT_SUBTYPES[fmt])}"
         )
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    rate = output_rate(fmt, sr)
+    if rate != sr:
+        audio = resample(audio, sr, rate)
     if subtype != "FLOAT":
         audio = np.clip(audio, -1.0, 1.0 - 2.0**-23)
     buf = io.BytesIO()
-    sf.write(buf, audio.T, int(sr), format=fmt.upper(), subtype=subtype)
+    sf.write(buf, audio.T, rate, format=_CONTAINERS[fmt], subtype=subtype)
     return buf.getvalue()
 
 
@@ -259,10 +280,10 @@ def save_audio(
 
     Parameters
     ----------
-    format : {"flac", "wav"}, optional
+    format : {"flac", "wav", "mp3", "opus"}, optional
         Defaults to the extension of ``uri`` (else FLAC).
     subtype : str, optional
-        ``PCM_16`` (default), ``PCM_24``, or ``FLOAT`` (WAV only).
+        ``PCM_16`` (default), ``PCM_24``, or ``FLOAT`` (WAV only); none for MP3 and Opus.
     """
     if format is None:
         ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else "flac"

@@ -52,3 +52,38 @@ def test_a_folder_of_mixed_formats_with_tags(tmp_path):
                 assert (r["source_artist"], r["source_title"], r["source_album"]) == (
                     TAGS["artist"], TAGS["title"], TAGS["album"])
                 assert (r["source_track_number"], r["source_isrc"]) == (3, TAGS["isrc"])
+
+
+def test_stems_as_mp3_and_opus_previews(tmp_path):
+    import numpy as np
+
+    source = str(ROOT / "examples" / "loop_stereo.flac")
+    mix, sr = load_audio(source)
+    for fmt, rate in (("mp3", sr), ("opus", 48000)):
+        out = tmp_path / fmt
+        job = job_config_from_dict(
+            {"operators": [{"operator": "hpss"}], "audio": {"format": fmt, "subtype": "PCM_16"}}
+        )
+        assert run_job(job, [source], str(out), progress=False).tracks_ok == 1
+        rows = read_metadata(str(out)).to_pylist()
+        total = 0
+        for r in rows:
+            assert r["stem_uri"].endswith(f".{fmt}") and r["sample_rate"] == rate
+            stem, stem_sr = load_audio(r["stem_uri"])
+            assert stem_sr == rate and abs(stem.shape[1] / stem_sr - mix.shape[1] / sr) < 0.1
+            total = total + stem[:, : int(2.0 * stem_sr)]
+        # The two lossy stems still add up to the mixture, to a preview's precision.
+        ref = load_audio(source, sr=rate)[0][:, : int(2.0 * rate)]
+        lag = int(np.argmax(np.correlate(total[0, :20000], ref[0, 2000:12000], mode="valid"))) - 2000
+        seg = total[:, 4000 + lag : 4000 + lag + rate]
+        snr = 10 * np.log10(np.sum(ref[:, 4000 : 4000 + rate] ** 2) / np.sum((ref[:, 4000 : 4000 + rate] - seg) ** 2))
+        assert snr > 10, (fmt, snr)
+
+
+def test_lossy_formats_refuse_pcm_subtypes():
+    import pytest
+
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match="subtype PCM_24 applies to flac and wav"):
+        job_config_from_dict({"operators": [{"operator": "hpss"}], "audio": {"format": "opus", "subtype": "PCM_24"}})
