@@ -20,6 +20,7 @@ A job file looks like this (every section but ``operators`` is optional)::
       min_duration_s: 0.1      # shorter tracks become error rows (too_short)
       max_file_mb: 2048        # larger files become error rows (too_large), before reading
       max_channels: 16         # more channels become error rows (too_many_channels)
+      track_timeout_s: 3600    # a track still running after this becomes timeout error rows
       overwrite: false
       allow_output_in_input: false   # refuse an --output inside a folder the job reads
       extensions: [flac, wav, aiff, aif, ogg, oga, opus, mp3, m4a, m4b, mp4, aac, wma, webm, mka]
@@ -123,6 +124,9 @@ class JobSettings:
     max_file_mb: float | None = 2048.0
     #: Files with more channels become error rows (``too_many_channels``).
     max_channels: int = 16
+    #: A track (decode and every operator) still running after this many seconds becomes
+    #: ``timeout`` error rows, and the worker goes on to the next track (null: no limit).
+    track_timeout_s: float | None = 3600.0
     overwrite: bool = False
     #: A job refuses an ``--output`` inside a folder or glob it reads (its stems would be
     #: read back as tracks by the next run) unless this is true.
@@ -141,6 +145,8 @@ class JobSettings:
             raise ValueError(f"max_file_mb must be > 0 or null, got {self.max_file_mb}")
         if self.max_channels < 1:
             raise ValueError(f"max_channels must be >= 1, got {self.max_channels}")
+        if self.track_timeout_s is not None and self.track_timeout_s <= 0:
+            raise ValueError(f"track_timeout_s must be > 0 or null, got {self.track_timeout_s}")
 
 
 @dataclass(frozen=True)

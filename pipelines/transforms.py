@@ -25,11 +25,13 @@ DaskRunner, Dataflow) executes the same way::
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import fsspec
 from apache_beam.metrics import Metrics
 
 from sepops import Analysis, Operator, get_operator
@@ -37,21 +39,32 @@ from sepops import Analysis, Operator, get_operator
 from . import sepflow_version
 from .config import JobConfig
 from .io import Track
-from .metadata import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, StemRecord
+from .metadata import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    StemRecord,
+    part_uri,
+    read_part,
+)
 from .unit import (
     PartNotWritten,
     Unit,
+    UnitCancelled,
     UnitFailed,
+    WriteGuard,
     decode_track,
     fail_unit,
     is_complete,
     separate_unit,
+    stem_prefix,
     stem_uri,
 )
 
 __all__ = ["SeparateCatalog", "SeparateTrackFn", "operator_builds", "operators_for", "stem_uri"]
 
 _METRICS_NAMESPACE = "sepflow"
+_LOG = logging.getLogger(__name__)
 
 # A module-level cache (rather than DoFn.setup state) is what builds operators once per
 # process on Dask, where setup runs once per partition.
@@ -110,26 +123,59 @@ class SeparateTrackFn(beam.DoFn):
                 todo.append(unit)
         if not todo:
             return
-        try:
-            audio, sr, tags = decode_track(track.source_uri, self.job)
-        except UnitFailed as failure:
-            for unit in todo:
-                yield self._result(unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version))
-            return
-        self.audio_ms.inc(int(1000 * audio.shape[1] / sr))
-        # One Analysis per track: operators with the same STFT settings share one STFT.
-        analysis = Analysis(audio, sr)
-        for unit in todo:
-            try:
-                records = separate_unit(
-                    unit, self.job, self.output, self._operators[unit.label], analysis,
-                    run_id=self.run_id, version=self._version, tags=tags,
-                )
-            except PartNotWritten:  # consolidation reports the unit as missing_result
+        limit = self.job.job.track_timeout_s
+        if limit is None:
+            outcomes, audio_s = _separate_track(self, track, todo, None)
+        else:
+            outcomes, audio_s = self._within(limit, track, todo)
+        if audio_s:
+            self.audio_ms.inc(int(1000 * audio_s))
+        for unit, records, duration_s in outcomes:
+            if records is None:  # stems written, part not: consolidation reports missing_result
                 self.units_error.inc()
                 yield {"track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR}
+            else:
+                yield self._result(unit, records, duration_s=duration_s)
+
+    def _within(self, limit: float, track: Track, todo: list[Unit]):
+        """``_separate_track`` in a thread of its own, given ``limit`` seconds.
+
+        A track still running then has its unfinished units recorded as ``timeout`` errors,
+        and the stems they wrote removed; the thread can write nothing more (``WriteGuard``)
+        and, since Python cannot stop it, finishes its computation in the background (it is
+        a daemon: it ends with the worker at the latest).
+        """
+        guard = WriteGuard()
+        box: dict[str, Any] = {}
+
+        def work():
+            try:
+                box["result"] = _separate_track(self, track, todo, guard)
+            except UnitCancelled:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the DoFn's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"sepflow-track-{track.track_id}", daemon=True)
+        thread.start()
+        thread.join(limit)
+        if not thread.is_alive():
+            if "error" in box:
+                raise box["error"]
+            return box["result"]
+        written = set(guard.cancel())
+        _LOG.warning("%s: no result within %g s (job.track_timeout_s)", track.source_uri, limit)
+        failure = UnitFailed("timeout", f"no result within {limit:g} s (job.track_timeout_s)", traceback_text="")
+        outcomes = []
+        for unit in todo:
+            part = part_uri(self.output, unit.label, unit.track_id)
+            if part in written:  # finished before the limit
+                outcomes.append((unit, _records_of(unit, part), None))
                 continue
-            yield self._result(unit, records, duration_s=audio.shape[1] / sr)
+            stems = [u for u in written if u.startswith(stem_prefix(self.output, unit, self.job))]
+            _remove(stems)
+            outcomes.append((unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version), None))
+        return outcomes, 0.0
 
     def _result(self, unit: Unit, records: list[StemRecord], duration_s: float | None = None) -> dict[str, Any]:
         """The unit's result dict, counted as ok or error."""
@@ -140,6 +186,48 @@ class SeparateTrackFn(beam.DoFn):
         return {
             "track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR, "error_type": records[0].error_type
         }
+
+
+def _separate_track(fn: SeparateTrackFn, track: Track, todo: list[Unit], guard: WriteGuard | None):
+    """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
+    audio seconds)``. Beam-free (no counters), so it can run in a thread of its own."""
+    try:
+        audio, sr, tags = decode_track(track.source_uri, fn.job)
+    except UnitFailed as failure:
+        return [
+            (unit, fail_unit(unit, fn.output, failure, run_id=fn.run_id, version=fn._version, guard=guard), None)
+            for unit in todo
+        ], 0.0
+    # One Analysis per track: operators with the same STFT settings share one STFT.
+    analysis = Analysis(audio, sr)
+    outcomes = []
+    for unit in todo:
+        try:
+            records = separate_unit(
+                unit, fn.job, fn.output, fn._operators[unit.label], analysis,
+                run_id=fn.run_id, version=fn._version, tags=tags, guard=guard,
+            )
+        except PartNotWritten:
+            records = None
+        outcomes.append((unit, records, audio.shape[1] / sr))
+    return outcomes, audio.shape[1] / sr
+
+
+def _records_of(unit: Unit, part: str) -> list[StemRecord]:
+    """The rows a unit's part holds, as records (a unit that finished before its track's limit)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(StemRecord)}
+    return [StemRecord(**{k: v for k, v in row.items() if k in names}) for row in read_part(part).to_pylist()]
+
+
+def _remove(uris: list[str]) -> None:
+    for uri in uris:
+        fs, path = fsspec.core.url_to_fs(uri)
+        try:
+            fs.rm_file(path)
+        except (FileNotFoundError, OSError):
+            pass
 
 
 class SeparateCatalog(beam.PTransform):

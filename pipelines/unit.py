@@ -14,8 +14,10 @@ last), and a dead-letter file only while its latest attempt failed.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -47,11 +49,14 @@ from .metadata import (
 __all__ = [
     "PartNotWritten",
     "Unit",
+    "UnitCancelled",
     "UnitFailed",
+    "WriteGuard",
     "decode_track",
     "fail_unit",
     "is_complete",
     "separate_unit",
+    "stem_prefix",
     "stem_uri",
 ]
 
@@ -137,12 +142,54 @@ class PartNotWritten(Exception):
     """
 
 
+class UnitCancelled(Exception):
+    """The track's time limit passed: its units must write nothing more."""
+
+
+class WriteGuard:
+    """Serialises one track's writes with its time limit (``job.track_timeout_s``).
+
+    The track's work runs in a thread of its own; every stem and part it writes goes through
+    :meth:`write`. When the limit passes, :meth:`cancel` waits for a write in progress, and
+    after it no write starts (:class:`UnitCancelled`), so the watchdog's error rows and
+    clean-up cannot race with a late result.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._written: list[str] = []
+
+    @contextlib.contextmanager
+    def write(self, uri: str):
+        with self._lock:
+            if self._cancelled:
+                raise UnitCancelled(uri)
+            yield
+            self._written.append(uri)
+
+    def cancel(self) -> list[str]:
+        """Stop all further writes; returns the URIs written so far."""
+        with self._lock:
+            self._cancelled = True
+            return list(self._written)
+
+
+def _guarded(guard: WriteGuard | None, uri: str):
+    return guard.write(uri) if guard is not None else contextlib.nullcontext()
+
+
 def stem_uri(output: str, track_id: str, label: str, stem: str, extension: str, *, by_label: bool) -> str:
     """Where a stem goes: ``<output>/stems/<track_id>/<stem>.<ext>`` for a single-operator
     job, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` for a multi-operator one
     (``by_label``; ``JobConfig.stems_by_label`` decides)."""
     folder = [track_id, label] if by_label else [track_id]
     return join_uri(output, "stems", *folder, f"{safe_path_component(stem)}.{extension}")
+
+
+def stem_prefix(output: str, unit: Unit, job: JobConfig) -> str:
+    """The folder of a unit's stems, with its trailing "/"."""
+    return _unit_stem_uri(unit, job, output, "x").rsplit("/", 1)[0] + "/"
 
 
 def _unit_stem_uri(unit: Unit, job: JobConfig, output: str, stem: str) -> str:
@@ -223,7 +270,9 @@ def _check_size(source_uri: str, max_file_mb: float | None) -> None:
         )
 
 
-def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, version: str) -> list[StemRecord]:
+def fail_unit(
+    unit: Unit, output: str, failure: UnitFailed, *, run_id: str, version: str, guard: WriteGuard | None = None
+) -> list[StemRecord]:
     """Record the unit as failed: one error row plus a dead-letter file; returns the row.
 
     Storage errors are logged, not raised: the job goes on, and consolidation reports a unit
@@ -234,8 +283,12 @@ def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, vers
         error_type=failure.error_type, error_message=failure.message,
     )
     try:
-        write_part(part_uri(output, unit.label, unit.track_id), [record])
-        write_bytes_atomic(dead_letter_uri(output, unit.label, unit.track_id), dead_letter_json(record, failure.traceback_text()))
+        uri = part_uri(output, unit.label, unit.track_id)
+        with _guarded(guard, uri):
+            write_part(uri, [record])
+            write_bytes_atomic(dead_letter_uri(output, unit.label, unit.track_id), dead_letter_json(record, failure.traceback_text()))
+    except UnitCancelled:
+        raise
     except Exception:  # noqa: BLE001
         _LOG.exception("could not record the failure of %s / %s", unit.track_id, unit.label)
     return [record]
@@ -243,7 +296,7 @@ def fail_unit(unit: Unit, output: str, failure: UnitFailed, *, run_id: str, vers
 
 def separate_unit(
     unit: Unit, job: JobConfig, output: str, operator: Operator, analysis: Analysis, *, run_id: str, version: str,
-    tags: TrackTags | None = None,
+    tags: TrackTags | None = None, guard: WriteGuard | None = None,
 ) -> list[StemRecord]:
     """Separate the track of ``analysis``, write its stems and then its metadata part
     (every row carrying the source's ``tags``).
@@ -270,11 +323,14 @@ def separate_unit(
         uris = {name: _unit_stem_uri(unit, job, output, name) for name in stems}
         for name, stem in stems.items():
             try:
-                save_audio(uris[name], stem, sr, format=job.audio.format, subtype=job.audio.encoder_subtype)
+                with _guarded(guard, uris[name]):
+                    save_audio(uris[name], stem, sr, format=job.audio.format, subtype=job.audio.encoder_subtype)
+            except UnitCancelled:
+                raise
             except Exception as exc:
                 raise UnitFailed("write_error", f"{uris[name]}: {type(exc).__name__}: {exc}", tags=tags) from exc
     except UnitFailed as failure:
-        return fail_unit(unit, output, failure, run_id=run_id, version=version)
+        return fail_unit(unit, output, failure, run_id=run_id, version=version, guard=guard)
 
     energies = {name: float(np.sum(np.square(s, dtype=np.float64))) for name, s in stems.items()}
     total_energy = sum(energies.values())
@@ -296,7 +352,11 @@ def separate_unit(
         for name, stem in stems.items()
     ]
     try:
-        write_part(part_uri(output, unit.label, unit.track_id), records)
+        uri = part_uri(output, unit.label, unit.track_id)
+        with _guarded(guard, uri):
+            write_part(uri, records)
+    except UnitCancelled:
+        raise
     except Exception as exc:
         _LOG.exception("could not write the metadata part of %s / %s", unit.track_id, unit.label)
         raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc

@@ -76,7 +76,7 @@ def test_defaults_and_stft_section_fill_operator_params():
     [
         ({"operators": ["pipeline_config_toy"], "audoi": {}}, r"unknown key 'audoi'.*valid top-level keys"),
         (config(audio={"formt": "wav"}), r"unknown key audio\.formt; valid keys in 'audio': format"),
-        (config(audio={"format": "mp3"}), r"audio\.format.*'mp3'.*not one of"),
+        (config(audio={"format": "aiff"}), r"audio\.format.*'aiff'.*not one of"),  # mp3 became a stem format
         (config(audio={"format": "flac", "subtype": "FLOAT"}), r"FLOAT needs format wav"),
         (config(job={"max_duration_s": "long"}), r"job\.max_duration_s: 'long'"),
         (config(stft={"n_fft": 8, "hop_length": 4}), r"'stft'.*n_fft"),

@@ -155,3 +155,53 @@ def test_file_size_and_channel_limits_become_error_rows(tmp_path):
     assert rows["big"]["error_type"] == "too_large" and "job.max_file_mb" in rows["big"]["error_message"]
     assert rows["many"]["error_type"] == "too_many_channels" and "20 channels" in rows["many"]["error_message"]
     assert "small" not in rows
+
+
+def test_a_track_over_its_time_limit_becomes_a_timeout_row_and_writes_nothing_late(tmp_path):
+    import time
+    from dataclasses import dataclass
+
+    import sepops
+    import sepops.registry
+
+    @dataclass(frozen=True)
+    class StallConfig:
+        stall_s: float = 3.0
+
+    class StallingOperator(sepops.Operator):
+        """Halves, but stalls on tracks longer than 1 s (a pathological file)."""
+
+        name = "pipeline_test_stalling"
+        Config = StallConfig
+        stem_names = ["a", "b"]
+
+        def separate(self, audio, sr, *, analysis=None):
+            if audio.shape[1] > sr:
+                time.sleep(self.config.stall_s)
+            return {"a": audio / 2, "b": audio / 2}
+
+    sepops.register(StallingOperator)
+    try:
+        inputs = tmp_path / "in"
+        inputs.mkdir()
+        _tone(inputs / "short.wav", seconds=0.5)
+        _tone(inputs / "stalls.wav", seconds=2.0)
+        out = tmp_path / "out"
+        job = job_config_from_dict({"operators": [{"operator": "pipeline_test_stalling"}],
+                                    "job": {"track_timeout_s": 0.5, "min_duration_s": 0.01}})
+        started = time.monotonic()
+        summary = run_job(job, [str(inputs)], str(out), progress=False)
+        assert time.monotonic() - started < 3.0  # the job did not wait for the stalled track
+        assert (summary.tracks_ok, summary.tracks_error) == (1, 1)
+        rows = {r["track_id"]: r for r in read_metadata(str(out)).to_pylist() if r["status"] == "error"}
+        assert rows["stalls"]["error_type"] == "timeout" and "job.track_timeout_s" in rows["stalls"]["error_message"]
+        time.sleep(3.5)  # the stalled thread finishes its computation and must write nothing
+        assert not (out / "stems" / "stalls").exists()
+        part = read_metadata(str(out)).to_pylist()
+        assert [r["error_type"] for r in part if r["track_id"] == "stalls"] == ["timeout"]
+        from pipelines.metadata import read_part
+
+        assert read_part(str(out / "_sepflow" / "parts" / "pipeline_test_stalling" / "stalls.parquet")).to_pylist()[0][
+            "error_type"] == "timeout"
+    finally:
+        sepops.registry._REGISTRY.pop("pipeline_test_stalling", None)
