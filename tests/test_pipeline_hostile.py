@@ -173,7 +173,7 @@ def test_a_track_over_its_time_limit_becomes_a_timeout_row_and_writes_nothing_la
 
         name = "pipeline_test_stalling"
         Config = StallConfig
-        stem_names = ["a", "b"]
+        stem_names = ("a", "b")
 
         def separate(self, audio, sr, *, analysis=None):
             if audio.shape[1] > sr:
