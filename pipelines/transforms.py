@@ -125,7 +125,7 @@ class SeparateTrackFn(beam.DoFn):
             return
         limit = self.job.job.track_timeout_s
         if limit is None:
-            outcomes, audio_s = _separate_track(self, track, todo, None)
+            outcomes, audio_s = self._separate_track(track, todo, None)
         else:
             outcomes, audio_s = self._within(limit, track, todo)
         if audio_s:
@@ -136,6 +136,30 @@ class SeparateTrackFn(beam.DoFn):
                 yield {"track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR}
             else:
                 yield self._result(unit, records, duration_s=duration_s)
+
+    def _separate_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None):
+        """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
+        audio seconds)``. Beam-free (no counters), so it can run in a thread of its own."""
+        try:
+            audio, sr, tags = decode_track(track.source_uri, self.job)
+        except UnitFailed as failure:
+            return [
+                (unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version, guard=guard), None)
+                for unit in todo
+            ], 0.0
+        # One Analysis per track: operators with the same STFT settings share one STFT.
+        analysis = Analysis(audio, sr)
+        outcomes = []
+        for unit in todo:
+            try:
+                records = separate_unit(
+                    unit, self.job, self.output, self._operators[unit.label], analysis,
+                    run_id=self.run_id, version=self._version, tags=tags, guard=guard,
+                )
+            except PartNotWritten:
+                records = None
+            outcomes.append((unit, records, audio.shape[1] / sr))
+        return outcomes, audio.shape[1] / sr
 
     def _within(self, limit: float, track: Track, todo: list[Unit]):
         """``_separate_track`` in a thread of its own, given ``limit`` seconds.
@@ -150,7 +174,7 @@ class SeparateTrackFn(beam.DoFn):
 
         def work():
             try:
-                box["result"] = _separate_track(self, track, todo, guard)
+                box["result"] = self._separate_track(track, todo, guard)
             except UnitCancelled:
                 pass
             except BaseException as exc:  # noqa: BLE001 - re-raised in the DoFn's thread
@@ -186,31 +210,6 @@ class SeparateTrackFn(beam.DoFn):
         return {
             "track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR, "error_type": records[0].error_type
         }
-
-
-def _separate_track(fn: SeparateTrackFn, track: Track, todo: list[Unit], guard: WriteGuard | None):
-    """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
-    audio seconds)``. Beam-free (no counters), so it can run in a thread of its own."""
-    try:
-        audio, sr, tags = decode_track(track.source_uri, fn.job)
-    except UnitFailed as failure:
-        return [
-            (unit, fail_unit(unit, fn.output, failure, run_id=fn.run_id, version=fn._version, guard=guard), None)
-            for unit in todo
-        ], 0.0
-    # One Analysis per track: operators with the same STFT settings share one STFT.
-    analysis = Analysis(audio, sr)
-    outcomes = []
-    for unit in todo:
-        try:
-            records = separate_unit(
-                unit, fn.job, fn.output, fn._operators[unit.label], analysis,
-                run_id=fn.run_id, version=fn._version, tags=tags, guard=guard,
-            )
-        except PartNotWritten:
-            records = None
-        outcomes.append((unit, records, audio.shape[1] / sr))
-    return outcomes, audio.shape[1] / sr
 
 
 def _records_of(unit: Unit, part: str) -> list[StemRecord]:
