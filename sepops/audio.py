@@ -43,7 +43,8 @@ OUTPUT_SUBTYPES = {
     "mp3": ("MPEG_LAYER_III",),
     "opus": ("OPUS",),
 }
-_CONTAINERS = {"flac": "FLAC", "wav": "WAV", "mp3": "MP3", "opus": "OGG"}
+#: libsndfile container of each output format.
+CONTAINERS = {"flac": "FLAC", "wav": "WAV", "mp3": "MP3", "opus": "OGG"}
 #: The rates Opus codes at; anything else is resampled to 48 kHz.
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
@@ -240,7 +241,7 @@ def encode_audio(
     if subtype != "FLOAT":
         audio = np.clip(audio, -1.0, 1.0 - 2.0**-23)
     buf = io.BytesIO()
-    sf.write(buf, audio.T, rate, format=_CONTAINERS[fmt], subtype=subtype)
+    sf.write(buf, audio.T, rate, format=CONTAINERS[fmt], subtype=subtype)
     return buf.getvalue()
 
 

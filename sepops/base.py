@@ -144,6 +144,13 @@ class Operator(ABC):
         dict of str -> np.ndarray, each shaped like ``audio``
         """
 
+    def block_context(self, sr: int) -> tuple[int, int] | None:
+        """``(context, align)`` in samples when the operator can separate a long track in
+        blocks (:func:`sepops.blocks.separate_blocks`): with ``context`` samples of input on
+        each side of a block starting at a multiple of ``align``, its output there equals
+        the whole-signal result. ``None`` (the default): the operator needs the whole track."""
+        return None
+
     def stft_config(self) -> StftConfig:
         """The STFT this operator analyses with (at its config's settings)."""
         c = self.config

@@ -9,14 +9,16 @@ video's soundtrack, the first language of several).
 """
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import AudioError
 
-__all__ = ["StreamInfo", "decode", "probe"]
+__all__ = ["StreamInfo", "decode", "open_blocks", "probe"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,15 @@ class StreamInfo:
     bit_rate: int | None
 
 
-def _open(uri: str, data: bytes):
+def _open(uri: str, data):
+    """The container of ``data`` (bytes or a binary file object)."""
     import av
 
+    fileobj = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
         # Tags are not ours to judge here (mutagen reads them): bad UTF-8 in one must not
         # make an otherwise good file unreadable.
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="replace")
+        container = av.open(fileobj, mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise AudioError(uri, "unsupported", f"not a readable audio file ({_cause(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - PyAV raises plain errors for some garbage
@@ -98,50 +102,63 @@ def decode(uri: str, data: bytes, *, max_duration_s: float | None = None) -> tup
         (no sample rate or channels), ``too_long`` (from the header, before decoding),
         ``unreadable`` (corrupt data), ``empty`` (nothing decodable).
     """
+    with open_blocks(uri, data, max_duration_s=max_duration_s) as (info, blocks):
+        chunks = [c for c in blocks if c.size]
+    if not chunks:
+        raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")
+    audio = np.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
+    return np.ascontiguousarray(audio, dtype=np.float32), info.sample_rate
+
+
+@contextlib.contextmanager
+def open_blocks(uri: str, data, *, max_duration_s: float | None = None):
+    """``(StreamInfo, blocks)`` of the first audio stream of ``data`` (bytes or a seekable
+    binary file): ``blocks`` yields float32 ``(channels, n)`` arrays as FFmpeg decodes them,
+    so a caller can keep only a few in memory. Errors as :func:`decode`, raised on opening or
+    while iterating."""
     import av
 
     container = _open(uri, data)
     try:
-        audio_chunks, sr = _decode_stream(uri, container, max_duration_s)
-    except AudioError as exc:
-        raise AudioError(uri, exc.kind, exc.message) from None
+        stream = container.streams.audio[0]
+        try:
+            info = _info(container, stream)
+        except AudioError as exc:
+            raise AudioError(uri, exc.kind, exc.message) from None
+        except Exception as exc:  # noqa: BLE001 - a damaged header can trip PyAV anywhere
+            raise AudioError(uri, "unreadable", f"damaged header ({type(exc).__name__}: {exc})") from None
+        if info.sample_rate <= 0 or info.channels <= 0:
+            raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
+        if max_duration_s is not None and info.frames / info.sample_rate > max_duration_s:
+            raise AudioError(
+                uri, "too_long",
+                f"{info.frames / info.sample_rate:.1f} s is longer than the limit of {max_duration_s:g} s",
+            )
+        yield info, _blocks(uri, container, stream, info, max_duration_s, av)
+    finally:
+        container.close()
+
+
+def _blocks(uri, container, stream, info: StreamInfo, max_duration_s, av) -> Iterator[np.ndarray]:
+    try:
+        # Planar float32 at the stream's own rate and layout, whatever the codec's format.
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
+        total = 0
+        limit = None if max_duration_s is None else int(max_duration_s * info.sample_rate) + info.sample_rate
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                block = out.to_ndarray()
+                total += block.shape[1]
+                yield block
+            if limit is not None and total > limit:  # the header understated the length
+                raise AudioError(uri, "too_long", f"more than {max_duration_s:g} s of audio")
+        for out in resampler.resample(None):
+            yield out.to_ndarray()
+    except AudioError:
+        raise
     except av.FFmpegError as exc:
         raise AudioError(uri, "unreadable", f"corrupt audio data ({_cause(exc)})") from None
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - damaged streams can trip PyAV anywhere
         raise AudioError(uri, "unreadable", f"corrupt audio data ({type(exc).__name__}: {exc})") from None
-    finally:
-        container.close()
-    chunks = [c for c in audio_chunks if c.size]
-    if not chunks:
-        raise AudioError(uri, "empty", "file holds no decodable samples (truncated?)")
-    audio = np.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
-    return np.ascontiguousarray(audio, dtype=np.float32), sr
-
-
-def _decode_stream(uri: str, container, max_duration_s: float | None) -> tuple[list[np.ndarray], int]:
-    import av
-
-    stream = container.streams.audio[0]
-    info = _info(container, stream)
-    if info.sample_rate <= 0 or info.channels <= 0:
-        raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
-    if max_duration_s is not None and info.frames / info.sample_rate > max_duration_s:
-        raise AudioError(
-            uri, "too_long",
-            f"{info.frames / info.sample_rate:.1f} s is longer than the limit of {max_duration_s:g} s",
-        )
-    # Planar float32 at the stream's own rate and layout, whatever the codec's format.
-    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
-    chunks, total = [], 0
-    limit = None if max_duration_s is None else int(max_duration_s * info.sample_rate) + info.sample_rate
-    for frame in container.decode(stream):
-        for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray())
-            total += chunks[-1].shape[1]
-        if limit is not None and total > limit:  # the header understated the length
-            raise AudioError(uri, "too_long", f"more than {max_duration_s:g} s of audio")
-    for out in resampler.resample(None):
-        chunks.append(out.to_ndarray())
-    return chunks, info.sample_rate

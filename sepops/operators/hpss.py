@@ -157,6 +157,21 @@ class HpssOperator(MaskingOperator):
             return c.kernel_size, c.kernel_size
         return kernel_sizes(sr, self.stft_config(), c.harmonic_kernel_s, c.percussive_kernel_hz)
 
+    def block_context(self, sr: int) -> tuple[int, int]:
+        # A block's first frames see zeros instead of the audio before it (half a window),
+        # that error spreads through the harmonic median (half its span, on the strided
+        # grid), and each output sample sums frames half a window away: that much context
+        # makes a block's output the whole-signal one. Blocks start on the strided grid.
+        cfg = self.stft_config()
+        stride = self.config.harmonic_stride
+        harmonic, _ = self.kernels(sr)
+        half_window = -(-cfg.n_fft // (2 * cfg.hop_length))
+        coarse = max(1, harmonic // stride)
+        reach = (coarse // 2 + 1) * stride if stride > 1 else harmonic // 2
+        frames = 2 * half_window + reach + 2
+        align = cfg.hop_length * stride
+        return -(-frames * cfg.hop_length // align) * align, align
+
     def estimate(self, spec: np.ndarray, sr: int) -> dict[str, np.ndarray]:
         if self.config.channels == "joint":
             # Channel-mean magnitude, summed channel by channel (no full-size temporary).

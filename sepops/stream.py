@@ -1,0 +1,162 @@
+"""Audio as streams of blocks: read a file a block of frames at a time, write a stem as it is
+made. Together with :func:`sepops.blocks.separate_blocks` they keep memory bounded by the
+block length, whatever the track's length.
+
+>>> with open_stream("long.flac") as stream, open_writer("out.flac", stream.sr, stream.channels) as out:
+...     while (block := stream.read(44100 * 60)).shape[1]:
+...         out.write(block)
+
+Readers take any fsspec URI (remote files are read through fsspec's seekable file objects,
+never whole); libsndfile reads what it knows, FFmpeg the rest. Writers encode into a
+temporary local file and, on success, rename it into place (local) or upload it in one
+request (object stores), so readers of the output never see a partial stem.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import fsspec
+import numpy as np
+import soundfile as sf
+
+from .audio import CONTAINERS, OUTPUT_FORMATS, OUTPUT_SUBTYPES
+from .errors import AudioError
+
+__all__ = ["AudioStream", "StemWriter", "open_stream", "open_writer"]
+
+
+class AudioStream:
+    """A decoder positioned in a file: ``sr``, ``channels``, ``frames`` (``None`` when the
+    container does not say) and :meth:`read`."""
+
+    def __init__(self, uri: str, sr: int, channels: int, frames: int | None, blocks: Iterator[np.ndarray]):
+        self.uri, self.sr, self.channels, self.frames = uri, sr, channels, frames
+        self._blocks = blocks
+        self._pending = np.zeros((channels, 0), np.float32)
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sr
+
+    def read(self, n: int) -> np.ndarray:
+        """Up to ``n`` frames, float32 ``(channels, m)``; ``m < n`` only at the end."""
+        parts, have = [self._pending], self._pending.shape[1]
+        while have < n:
+            block = next(self._blocks, None)
+            if block is None:
+                break
+            parts.append(block)
+            have += block.shape[1]
+        data = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        self._pending = data[:, n:]
+        out = np.ascontiguousarray(data[:, :n], dtype=np.float32)
+        if not np.isfinite(out).all():
+            raise AudioError(self.uri, "non_finite", "the file holds NaN or infinite samples")
+        return out
+
+
+def _soundfile_blocks(f: sf.SoundFile, uri: str, size: int = 1 << 16) -> Iterator[np.ndarray]:
+    while True:
+        try:
+            block = f.read(size, dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001 - corrupt data part way through
+            raise AudioError(uri, "unreadable", f"corrupt audio data ({exc})") from None
+        if not len(block):
+            return
+        yield block.T
+
+
+@contextlib.contextmanager
+def open_stream(uri: str, *, max_duration_s: float | None = None) -> Iterator[AudioStream]:
+    """Open ``uri`` for reading in blocks (libsndfile, else FFmpeg).
+
+    Raises
+    ------
+    AudioError
+        As :func:`sepops.load_audio`: ``not_found``, ``empty``, ``unsupported``, ``too_long``
+        (from the header), ``unreadable``, ``non_finite`` (while reading).
+    """
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        handle = fs.open(path, "rb")
+    except FileNotFoundError as exc:
+        raise AudioError(uri, "not_found", f"file not found ({exc})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise AudioError(uri, "unreadable", f"cannot read ({type(exc).__name__}: {exc})") from None
+    with handle:
+        try:
+            f = sf.SoundFile(handle)
+        except Exception:  # noqa: BLE001 - not a libsndfile format: FFmpeg
+            f = None
+        if f is not None:
+            with f:
+                if f.frames == 0:
+                    raise AudioError(uri, "empty", "file holds no samples")
+                _check_length(uri, f.frames, f.samplerate, max_duration_s)
+                yield AudioStream(uri, f.samplerate, f.channels, f.frames, _soundfile_blocks(f, uri))
+            return
+        handle.seek(0)
+        from . import ffmpeg
+
+        with ffmpeg.open_blocks(uri, handle, max_duration_s=max_duration_s) as (info, blocks):
+            yield AudioStream(uri, info.sample_rate, info.channels, info.frames or None, blocks)
+
+
+def _check_length(uri: str, frames: int, sr: int, max_duration_s: float | None) -> None:
+    if max_duration_s is not None and frames / sr > max_duration_s:
+        raise AudioError(uri, "too_long", f"{frames / sr:.1f} s is longer than the limit of {max_duration_s:g} s")
+
+
+class StemWriter:
+    """An encoder writing one stem block by block into a temporary file (see :func:`open_writer`)."""
+
+    def __init__(self, f: sf.SoundFile):
+        self._f = f
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``(channels, n)`` float32 samples (clipped to [-1, 1) for integer formats)."""
+        block = np.atleast_2d(np.asarray(block, dtype=np.float32))
+        if self._f.subtype != "FLOAT":
+            block = np.clip(block, -1.0, 1.0 - 2.0**-23)
+        self._f.write(block.T)
+        self.frames += block.shape[1]
+
+
+@contextlib.contextmanager
+def open_writer(
+    uri: str, sr: int, channels: int, *, format: str = "flac", subtype: str | None = None
+) -> Iterator[StemWriter]:
+    """Write a stem to ``uri`` in blocks; it appears there, whole, only if the block exits
+    without an exception (else nothing is left behind). Formats: ``flac``, ``wav``, ``mp3``
+    (Opus needs its own rates: write it with :func:`sepops.save_audio`)."""
+    fmt = format.lower()
+    if fmt not in OUTPUT_FORMATS or fmt == "opus":
+        raise ValueError(f"format {format!r} cannot be written in blocks; choose flac, wav or mp3")
+    subtype = (subtype or OUTPUT_FORMATS[fmt]).upper()
+    if subtype not in OUTPUT_SUBTYPES[fmt]:
+        raise ValueError(f"subtype {subtype!r} not supported for {fmt}; choose one of {list(OUTPUT_SUBTYPES[fmt])}")
+    fs, path = fsspec.core.url_to_fs(uri)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    local = protocol in ("file", "local")
+    directory = os.path.dirname(path) if local else tempfile.gettempdir()
+    if local:
+        os.makedirs(directory or ".", exist_ok=True)
+    # The same temporary name as sepops.audio.write_bytes_atomic: a run's start removes
+    # what a killed run left.
+    tmp = os.path.join(directory or ".", f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with sf.SoundFile(tmp, "w", samplerate=int(sr), channels=int(channels), format=CONTAINERS[fmt],
+                          subtype=subtype) as f:
+            yield StemWriter(f)
+        if local:
+            os.replace(tmp, path)
+        else:
+            fs.put_file(tmp, path)  # one request: the object appears whole or not at all
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
