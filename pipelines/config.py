@@ -124,6 +124,10 @@ class JobSettings:
     max_file_mb: float | None = 2048.0
     #: Files with more channels become error rows (``too_many_channels``).
     max_channels: int = 16
+    #: Tracks larger than this (MB) are read, separated and written in blocks of ``block_s``
+    #: seconds, in bounded memory, when every operator can work in blocks (hpss); null: never.
+    stream_above_mb: float | None = 64.0
+    block_s: float = 60.0
     #: A track (decode and every operator) still running after this many seconds becomes
     #: ``timeout`` error rows, and the worker goes on to the next track (null: no limit).
     track_timeout_s: float | None = 3600.0
@@ -145,6 +149,10 @@ class JobSettings:
             raise ValueError(f"max_file_mb must be > 0 or null, got {self.max_file_mb}")
         if self.max_channels < 1:
             raise ValueError(f"max_channels must be >= 1, got {self.max_channels}")
+        if self.block_s < 1:
+            raise ValueError(f"block_s must be >= 1, got {self.block_s}")
+        if self.stream_above_mb is not None and self.stream_above_mb < 0:
+            raise ValueError(f"stream_above_mb must be >= 0 or null, got {self.stream_above_mb}")
         if self.track_timeout_s is not None and self.track_timeout_s <= 0:
             raise ValueError(f"track_timeout_s must be > 0 or null, got {self.track_timeout_s}")
 

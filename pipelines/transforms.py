@@ -59,6 +59,8 @@ from .unit import (
     separate_unit,
     stem_prefix,
     stem_uri,
+    stream_unit,
+    streams,
 )
 
 __all__ = ["SeparateCatalog", "SeparateTrackFn", "operator_builds", "operators_for", "stem_uri"]
@@ -139,7 +141,21 @@ class SeparateTrackFn(beam.DoFn):
 
     def _separate_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None):
         """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
-        audio seconds)``. Beam-free (no counters), so it can run in a thread of its own."""
+        audio seconds)``. Beam-free (no counters), so it can run in a thread of its own.
+        Large tracks whose operators all work in blocks are streamed instead (one read per
+        operator, memory bounded by the block)."""
+        if streams(self.job, [self._operators[u.label] for u in todo], track.source_uri):
+            outcomes, seconds = [], 0.0
+            for unit in todo:
+                try:
+                    records, seconds = stream_unit(
+                        unit, self.job, self.output, self._operators[unit.label],
+                        run_id=self.run_id, version=self._version, guard=guard,
+                    )
+                except PartNotWritten:
+                    records = None
+                outcomes.append((unit, records, seconds or None))
+            return outcomes, seconds
         try:
             audio, sr, tags = decode_track(track.source_uri, self.job)
         except UnitFailed as failure:

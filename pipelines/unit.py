@@ -58,6 +58,8 @@ __all__ = [
     "separate_unit",
     "stem_prefix",
     "stem_uri",
+    "stream_unit",
+    "streams",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -167,6 +169,11 @@ class WriteGuard:
                 raise UnitCancelled(uri)
             yield
             self._written.append(uri)
+
+    def check(self) -> None:
+        """Raise :class:`UnitCancelled` once the limit has passed (between blocks of work)."""
+        if self._cancelled:
+            raise UnitCancelled("the track's time limit passed")
 
     def cancel(self) -> list[str]:
         """Stop all further writes; returns the URIs written so far."""
@@ -362,6 +369,131 @@ def separate_unit(
         raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc
     _clear_dead_letter(unit, output)
     return records
+
+
+#: Output formats a stem can be written in blocks to (Opus resamples: whole tracks only).
+_STREAMED_FORMATS = ("flac", "wav", "mp3")
+
+
+def streams(job: JobConfig, operators: list[Operator], source_uri: str) -> bool:
+    """Whether this track is separated as a stream of blocks: it is larger than
+    ``job.stream_above_mb``, every operator can work in blocks (``block_context``), and the
+    job neither resamples nor writes Opus. Streamed tracks use memory bounded by the block
+    length (``job.block_s``) whatever their length; their stems equal whole-track ones."""
+    limits = job.job
+    if limits.stream_above_mb is None or job.audio.sample_rate is not None:
+        return False
+    if job.audio.format not in _STREAMED_FORMATS:
+        return False
+    if any(op.block_context(44100) is None for op in operators):
+        return False
+    try:
+        fs, path = fsspec.core.url_to_fs(source_uri)
+        return (fs.size(path) or 0) > limits.stream_above_mb * 1e6
+    except Exception:  # noqa: BLE001 - decoding will report what is wrong
+        return False
+
+
+def stream_unit(
+    unit: Unit, job: JobConfig, output: str, operator: Operator, *, run_id: str, version: str,
+    guard: WriteGuard | None = None,
+) -> tuple[list[StemRecord], float]:
+    """:func:`separate_unit` for a track read, separated and written block by block.
+
+    Returns
+    -------
+    records, duration_s
+        One ok row per stem or the unit's error row, and the track's length in seconds.
+    """
+    from sepops.blocks import separate_blocks
+    from sepops.stream import open_stream, open_writer
+
+    started = time.perf_counter()
+    limits, settings = job.job, job.audio
+    tags = None
+    try:
+        try:
+            fs, path = fsspec.core.url_to_fs(unit.source_uri)
+            with fs.open(path, "rb") as handle:
+                tags = read_tags(handle)
+            with open_stream(unit.source_uri, max_duration_s=limits.max_duration_s) as stream:
+                if stream.channels > limits.max_channels:
+                    raise AudioError(
+                        unit.source_uri, "too_many_channels",
+                        f"{stream.channels} channels is more than the limit of {limits.max_channels} (job.max_channels)",
+                    )
+                channels = 1 if settings.mono else stream.channels
+                sr = stream.sr
+                uris = {name: _unit_stem_uri(unit, job, output, name) for name in operator.stem_names}
+                energy = dict.fromkeys(uris, 0.0)
+                peak = dict.fromkeys(uris, 0.0)
+                frames = 0
+                with contextlib.ExitStack() as writers:
+                    out = {
+                        name: writers.enter_context(open_writer(
+                            uri, sr, channels, format=settings.format, subtype=settings.encoder_subtype,
+                            commit_context=lambda uri=uri: _guarded(guard, uri),
+                        ))
+                        for name, uri in uris.items()
+                    }
+                    mono = _MonoStream(stream) if settings.mono and stream.channels > 1 else stream
+                    for _, stems in separate_blocks(operator, mono, block_s=limits.block_s):
+                        if guard is not None:
+                            guard.check()
+                        stems = _checked(stems, (channels, next(iter(stems.values())).shape[1]), tags)
+                        if set(stems) != set(uris):
+                            raise UnitFailed("invalid_output", f"stems {sorted(stems)}, expected {sorted(uris)}", tags=tags)
+                        for name, block in stems.items():
+                            out[name].write(block)
+                            energy[name] += float(np.sum(np.square(block, dtype=np.float64)))
+                            peak[name] = max(peak[name], float(np.max(np.abs(block))) if block.size else 0.0)
+                        frames += block.shape[1]
+        except AudioError as exc:
+            raise UnitFailed(exc.kind, exc.message, traceback_text="", tags=tags) from None
+        except (UnitFailed, UnitCancelled):
+            raise
+        except Exception as exc:
+            raise UnitFailed("operator_error", f"{type(exc).__name__}: {exc}", tags=tags) from exc
+    except UnitFailed as failure:
+        return fail_unit(unit, output, failure, run_id=run_id, version=version, guard=guard), 0.0
+    if frames == 0:
+        failure = UnitFailed("empty", "file holds no decodable samples", traceback_text="", tags=tags)
+        return fail_unit(unit, output, failure, run_id=run_id, version=version, guard=guard), 0.0
+    total = sum(energy.values())
+    elapsed, now = time.perf_counter() - started, utc_now()
+    records = [
+        unit.record(
+            STATUS_OK, run_id=run_id, version=version, created_at=now, tags=tags,
+            stem=name, stem_uri=uri, sample_rate=int(sr), channels=channels, duration_s=frames / sr,
+            stem_rms_db=_level_db(math.sqrt(energy[name] / max(frames * channels, 1))),
+            stem_peak_db=_level_db(peak[name]),
+            energy_share=energy[name] / total if total > 0 else None,
+            processing_s=elapsed,
+        )
+        for name, uri in uris.items()
+    ]
+    try:
+        part = part_uri(output, unit.label, unit.track_id)
+        with _guarded(guard, part):
+            write_part(part, records)
+    except UnitCancelled:
+        raise
+    except Exception as exc:
+        _LOG.exception("could not write the metadata part of %s / %s", unit.track_id, unit.label)
+        raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc
+    _clear_dead_letter(unit, output)
+    return records, frames / sr
+
+
+class _MonoStream:
+    """A stream's blocks averaged over their channels (``audio.mono``)."""
+
+    def __init__(self, stream):
+        self.sr, self.channels, self.frames = stream.sr, 1, stream.frames
+        self._stream = stream
+
+    def read(self, n: int) -> np.ndarray:
+        return self._stream.read(n).mean(axis=0, keepdims=True)
 
 
 def _checked(stems: Any, shape: tuple[int, ...], tags: TrackTags | None) -> dict[str, np.ndarray]:

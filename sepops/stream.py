@@ -129,11 +129,15 @@ class StemWriter:
 
 @contextlib.contextmanager
 def open_writer(
-    uri: str, sr: int, channels: int, *, format: str = "flac", subtype: str | None = None
+    uri: str, sr: int, channels: int, *, format: str = "flac", subtype: str | None = None,
+    commit_context=None,
 ) -> Iterator[StemWriter]:
     """Write a stem to ``uri`` in blocks; it appears there, whole, only if the block exits
     without an exception (else nothing is left behind). Formats: ``flac``, ``wav``, ``mp3``
-    (Opus needs its own rates: write it with :func:`sepops.save_audio`)."""
+    (Opus needs its own rates: write it with :func:`sepops.save_audio`).
+
+    ``commit_context``, a callable returning a context manager, is entered around the final
+    rename or upload (the catalog job serialises it with its time limit)."""
     fmt = format.lower()
     if fmt not in OUTPUT_FORMATS or fmt == "opus":
         raise ValueError(f"format {format!r} cannot be written in blocks; choose flac, wav or mp3")
@@ -153,10 +157,11 @@ def open_writer(
         with sf.SoundFile(tmp, "w", samplerate=int(sr), channels=int(channels), format=CONTAINERS[fmt],
                           subtype=subtype) as f:
             yield StemWriter(f)
-        if local:
-            os.replace(tmp, path)
-        else:
-            fs.put_file(tmp, path)  # one request: the object appears whole or not at all
+        with commit_context() if commit_context is not None else contextlib.nullcontext():
+            if local:
+                os.replace(tmp, path)
+            else:
+                fs.put_file(tmp, path)  # one request: the object appears whole or not at all
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

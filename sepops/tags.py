@@ -109,8 +109,9 @@ def _lookup(tags, *keys):
     return None
 
 
-def read_tags(data: bytes) -> TrackTags:
-    """The tags and stream facts of a file's bytes; ``TrackTags()`` when nothing is readable.
+def read_tags(data) -> TrackTags:
+    """The tags and stream facts of a file's bytes (or a seekable binary file object);
+    ``TrackTags()`` when nothing is readable.
 
     Reads ID3 (MP3, AIFF, WAV), MP4 atoms (M4A/ALAC/MP4), Vorbis comments (FLAC, Ogg, Opus),
     APE and ASF (WMA) tags through mutagen's format detection.
@@ -118,7 +119,7 @@ def read_tags(data: bytes) -> TrackTags:
     import mutagen
 
     try:
-        f = mutagen.File(io.BytesIO(data))
+        f = mutagen.File(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
     except Exception as exc:  # noqa: BLE001 - broken tags are no tags
         _LOG.debug("mutagen could not read the tags: %s", exc)
         return TrackTags()
