@@ -125,7 +125,7 @@ class JobSettings:
     #: Files with more channels become error rows (``too_many_channels``).
     max_channels: int = 16
     #: Tracks larger than this (MB) are read, separated and written in blocks of ``block_s``
-    #: seconds, in bounded memory, when every operator can work in blocks (hpss); null: never.
+    #: seconds, in bounded memory, when every operator can work in blocks (hpss, unet); null: never.
     stream_above_mb: float | None = 64.0
     block_s: float = 60.0
     #: A track (decode and every operator) still running after this many seconds becomes

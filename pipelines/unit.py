@@ -377,7 +377,8 @@ _STREAMED_FORMATS = ("flac", "wav", "mp3")
 
 def streams(job: JobConfig, operators: list[Operator], source_uri: str) -> bool:
     """Whether this track is separated as a stream of blocks: it is larger than
-    ``job.stream_above_mb``, every operator can work in blocks (``block_context``), and the
+    ``job.stream_above_mb``, every operator can work in blocks (``block_context``: hpss and
+    unet), and the
     job neither resamples nor writes Opus. Streamed tracks use memory bounded by the block
     length (``job.block_s``) whatever their length; their stems equal whole-track ones."""
     limits = job.job

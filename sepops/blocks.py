@@ -2,11 +2,11 @@
 
 An operator that can work locally in time says how much context each side of a block needs
 for its output there to equal the whole-signal result (:meth:`Operator.block_context`):
-HPSS needs its STFT windows and half its harmonic median, nothing more. Blocks are then
-separated with that context and trimmed, so the stems equal a whole-signal separation to
-float precision, with no seams. Operators whose models are global (REPET's period, NMF's
-dictionary, ICA's unmixing matrix, the U-Net's loaded windows) return ``None`` and are
-run on the whole track.
+HPSS needs its STFT windows and half its harmonic median; the U-Net a window and the
+resampler's reach, with blocks on its global window grid. Blocks are then separated with
+that context and trimmed, so the stems equal a whole-signal separation to float precision,
+with no seams. Operators whose models are global (REPET's period, REPET-SIM's similar
+frames, NMF's bases, ICA's unmixing matrix) return ``None`` and are run on the whole track.
 """
 from __future__ import annotations
 

@@ -89,3 +89,18 @@ def test_operators_with_a_global_model_refuse_blocks(loop, tmp_path):
         assert op.block_context(sr) is None
         with open_stream(str(path)) as stream, pytest.raises(ValueError, match="whole track"):
             next(separate_blocks(op, stream))
+
+
+def test_the_unet_in_blocks_equals_the_whole_signal(loop, tmp_path):
+    audio, sr = loop
+    op = sepops.get_operator("unet", device="cpu")
+    context, align = op.block_context(sr)
+    assert context % align == 0 and align % 2 == 0  # 44.1 kHz onto the 22.05 kHz model's window grid
+    whole = op.separate(audio, sr)
+    path = tmp_path / "x.wav"
+    sf.write(str(path), audio.T, sr, subtype="FLOAT")
+    with open_stream(str(path)) as stream:
+        parts = list(separate_blocks(op, stream, block_s=3.0))
+    assert len(parts) > 2
+    for name, stem in whole.items():
+        np.testing.assert_allclose(np.concatenate([p[1][name] for p in parts], axis=1), stem, atol=2e-6)

@@ -105,6 +105,23 @@ class UNetOperator(Operator):
     def stft_config(self) -> StftConfig:
         return self.separator.stft_config
 
+    def block_context(self, sr: int) -> tuple[int, int] | None:
+        # The window grid is global (windows every segment - overlap frames from frame 0), so
+        # blocks must start on it, in input samples: at rates whose ratio to the model's is
+        # p / q that is the grid's first multiple that p / q maps to a whole number. The
+        # context covers a window and the STFT's reach on each side, plus the resampler's.
+        import math
+
+        sep = self.separator
+        hop = sep.stft_config.hop_length
+        grid = (sep.segment - sep.overlap) * hop  # model samples between windows
+        g = math.gcd(int(sr), sep.sr)
+        p, q = int(sr) // g, sep.sr // g
+        align_model = grid * (q // math.gcd(grid, q))
+        align = align_model * p // q
+        reach = (sep.segment + 2 * -(-sep.stft_config.n_fft // hop)) * hop * p // q + 4096
+        return -(-reach // align) * align, align
+
     def separate(self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
         # The STFT is taken per chunk at the model's settings, so a shared Analysis is not used.
         return self.separator.separate(audio, sr)
