@@ -441,14 +441,15 @@ def stream_unit(
                     for _, stems in separate_blocks(operator, mono, block_s=limits.block_s):
                         if guard is not None:
                             guard.check()
-                        stems = _checked(stems, (channels, next(iter(stems.values())).shape[1]), tags)
+                        n = next(iter(stems.values())).shape[1]
+                        stems = _checked(stems, (channels, n), tags)
                         if set(stems) != set(uris):
                             raise UnitFailed("invalid_output", f"stems {sorted(stems)}, expected {sorted(uris)}", tags=tags)
                         for name, block in stems.items():
                             out[name].write(block)
                             energy[name] += float(np.sum(np.square(block, dtype=np.float64)))
                             peak[name] = max(peak[name], float(np.max(np.abs(block))) if block.size else 0.0)
-                        frames += block.shape[1]
+                        frames += n
         except AudioError as exc:
             raise UnitFailed(exc.kind, exc.message, traceback_text="", tags=tags) from None
         except (UnitFailed, UnitCancelled):
