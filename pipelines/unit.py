@@ -358,17 +358,28 @@ def separate_unit(
         )
         for name, stem in stems.items()
     ]
+    _commit(unit, output, records, guard)
+    return records
+
+
+def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuard | None) -> None:
+    """Write the unit's part, the completeness marker, after its stems; clear its dead letter.
+
+    Raises
+    ------
+    PartNotWritten
+        When storage refused the part (the stems stay; consolidation reports the unit).
+    """
     try:
-        uri = part_uri(output, unit.label, unit.track_id)
-        with _guarded(guard, uri):
-            write_part(uri, records)
+        part = part_uri(output, unit.label, unit.track_id)
+        with _guarded(guard, part):
+            write_part(part, records)
     except UnitCancelled:
         raise
     except Exception as exc:
         _LOG.exception("could not write the metadata part of %s / %s", unit.track_id, unit.label)
         raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc
     _clear_dead_letter(unit, output)
-    return records
 
 
 #: Output formats a stem can be written in blocks to (Opus resamples: whole tracks only).
@@ -474,16 +485,7 @@ def stream_unit(
         )
         for name, uri in uris.items()
     ]
-    try:
-        part = part_uri(output, unit.label, unit.track_id)
-        with _guarded(guard, part):
-            write_part(part, records)
-    except UnitCancelled:
-        raise
-    except Exception as exc:
-        _LOG.exception("could not write the metadata part of %s / %s", unit.track_id, unit.label)
-        raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc
-    _clear_dead_letter(unit, output)
+    _commit(unit, output, records, guard)
     return records, frames / sr
 
 
