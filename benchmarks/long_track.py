@@ -78,12 +78,53 @@ def run(track: Path, operator: str, mode: str, out: Path) -> dict:
     return {"mode": mode, "wall_s": wall, "peak_kb": peak_kb}
 
 
+def seam_check(operator: str, minutes: float, block_s: float) -> dict:
+    """Per-piece SDR of the 6 validation loops separated alone, against the same pieces cut
+    from a long concatenation of them that was streamed in blocks: no seams, no drift."""
+    import numpy as np
+    import soundfile as sf
+
+    import sepops
+    from benchmarks.common import load_piece, pieces
+    from sepops.blocks import separate_blocks
+    from sepops.metrics import bss_eval, mean_sdr
+    from sepops.stream import open_stream
+
+    stems_key = "hpss_stems" if operator == "hpss" else "stems"
+    loops = [load_piece(p, stems_key=stems_key) for p in pieces("loops")]
+    op = sepops.get_operator(operator, **({"device": "cpu"} if operator == "unet" else {}))
+    alone = [mean_sdr(bss_eval(refs, op.separate(mix, sr))) for mix, sr, refs in loops]
+    sr = loops[0][1]
+    order = [i % len(loops) for i in range(int(minutes * 60 / 12) + 1)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "concat.wav"
+        sf.write(str(path), np.concatenate([loops[i][0] for i in order], axis=1).T, sr, subtype="FLOAT")
+        with open_stream(str(path)) as stream:
+            blocks = list(separate_blocks(op, stream, block_s=block_s))
+    stems = {name: np.concatenate([b[1][name] for b in blocks], axis=1) for name in blocks[0][1]}
+    cut, start = [], 0
+    for i in order:
+        mix, _, refs = loops[i]
+        n = mix.shape[1]
+        cut.append(mean_sdr(bss_eval(refs, {k: v[:, start : start + n] for k, v in stems.items()})))
+        start += n
+    diffs = [c - alone[i] for c, i in zip(cut, order)]
+    return {"operator": operator, "pieces in the stream": len(order), "minutes": start / sr / 60,
+            "SDR alone (dB)": float(np.mean(alone)), "SDR cut from the stream (dB)": float(np.mean(cut)),
+            "largest |difference| per piece (dB)": float(np.max(np.abs(diffs)))}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--operator", default="hpss")
     parser.add_argument("--modes", default="streamed,whole", help="comma-separated: streamed, whole")
+    parser.add_argument("--seams", type=float, default=0.0, metavar="MINUTES",
+                        help="instead: the seam check on a concatenation of the validation loops this long")
     args = parser.parse_args(argv)
+    if args.seams:
+        print_table([seam_check(args.operator, args.seams, 60.0)], "validation loops alone vs cut from a stream")
+        return
     with tempfile.TemporaryDirectory(prefix="sepflow-long-") as tmp:
         tmp = Path(tmp)
         track = tmp / "long.flac"
