@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 import fsspec
+import fsspec.implementations.memory
 import numpy as np
 import soundfile as sf
 
@@ -47,6 +48,50 @@ OUTPUT_SUBTYPES = {
 CONTAINERS = {"flac": "FLAC", "wav": "WAV", "mp3": "MP3", "opus": "OGG"}
 #: The rates Opus codes at; anything else is resampled to 48 kHz.
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def check_duration(uri: str, frames: int, sr: int, max_duration_s: float | None) -> None:
+    """Raise ``AudioError`` ``too_long`` when ``frames`` at ``sr`` exceed the limit (from a
+    header, before decoding: every reader's one check)."""
+    if max_duration_s is not None and frames / sr > max_duration_s:
+        raise AudioError(uri, "too_long", f"{frames / sr:.1f} s is longer than the limit of {max_duration_s:g} s")
+
+
+def checked_format(format: str, subtype: str | None) -> tuple[str, str]:
+    """``(format, subtype)`` normalised and checked against :data:`OUTPUT_SUBTYPES`.
+
+    Raises
+    ------
+    ValueError
+        Naming the formats or subtypes to choose from.
+    """
+    fmt = format.lower()
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"format {format!r} not supported; choose one of {sorted(OUTPUT_FORMATS)}")
+    subtype = (subtype or OUTPUT_FORMATS[fmt]).upper()
+    if subtype not in OUTPUT_SUBTYPES[fmt]:
+        raise ValueError(
+            f"subtype {subtype!r} not supported for {fmt}; choose one of {list(OUTPUT_SUBTYPES[fmt])}"
+        )
+    return fmt, subtype
+
+
+def clip_for(audio: np.ndarray, subtype: str) -> np.ndarray:
+    """``audio`` clipped to [-1, 1) for integer subtypes, which would wrap around otherwise."""
+    return audio if subtype == "FLOAT" else np.clip(audio, -1.0, 1.0 - 2.0**-23)
+
+
+def is_local(fs) -> bool:
+    """Whether an fsspec filesystem is the local disk (renames are atomic there)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def temp_path(path: str, directory: str | None = None) -> str:
+    """A temporary name for ``path``'s content, ``.<name>.<32 hex>.tmp`` in ``directory``
+    (default: beside it); the catalog job removes such names a killed run left."""
+    directory = os.path.dirname(path) if directory is None else directory
+    return os.path.join(directory or ".", f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
 
 
 def output_rate(format: str, sr: int) -> int:
@@ -184,11 +229,7 @@ def decode_audio(
             native_sr = f.samplerate
             if f.frames == 0:
                 raise AudioError(uri, "empty", "file holds no samples")
-            if max_duration_s is not None and f.frames / native_sr > max_duration_s:
-                raise AudioError(
-                    uri, "too_long",
-                    f"{f.frames / native_sr:.1f} s is longer than the limit of {max_duration_s:g} s",
-                )
+            check_duration(uri, f.frames, native_sr, max_duration_s)
             try:
                 audio = f.read(dtype="float32", always_2d=True).T
             except Exception as exc:
@@ -226,20 +267,12 @@ def encode_audio(
     of Opus's rates: other rates are resampled to 48 kHz, see :func:`output_rate`). Integer
     subtypes clip to [-1, 1) rather than wrapping around.
     """
-    fmt = format.lower()
-    if fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"format {format!r} not supported; choose one of {sorted(OUTPUT_FORMATS)}")
-    subtype = (subtype or OUTPUT_FORMATS[fmt]).upper()
-    if subtype not in OUTPUT_SUBTYPES[fmt]:
-        raise ValueError(
-            f"subtype {subtype!r} not supported for {fmt}; choose one of {list(OUTPUT_SUBTYPES[fmt])}"
-        )
+    fmt, subtype = checked_format(format, subtype)
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     rate = output_rate(fmt, sr)
     if rate != sr:
         audio = resample(audio, sr, rate)
-    if subtype != "FLOAT":
-        audio = np.clip(audio, -1.0, 1.0 - 2.0**-23)
+    audio = clip_for(audio, subtype)
     buf = io.BytesIO()
     sf.write(buf, audio.T, rate, format=CONTAINERS[fmt], subtype=subtype)
     return buf.getvalue()
@@ -248,11 +281,9 @@ def encode_audio(
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` so that readers see either nothing or the whole file."""
     fs, path = fsspec.core.url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = temp_path(path)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -264,7 +295,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
                 os.remove(tmp)
     else:
         parent = path.rsplit("/", 1)[0]
-        if parent and protocol == "memory":
+        if parent and isinstance(fs, fsspec.implementations.memory.MemoryFileSystem):
             fs.makedirs(parent, exist_ok=True)
         fs.pipe_file(path, data)
 

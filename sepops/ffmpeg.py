@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import check_duration
 from .errors import AudioError
 
 __all__ = ["StreamInfo", "decode", "open_blocks", "probe"]
@@ -129,11 +130,7 @@ def open_blocks(uri: str, data, *, max_duration_s: float | None = None):
             raise AudioError(uri, "unreadable", f"damaged header ({type(exc).__name__}: {exc})") from None
         if info.sample_rate <= 0 or info.channels <= 0:
             raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
-        if max_duration_s is not None and info.frames / info.sample_rate > max_duration_s:
-            raise AudioError(
-                uri, "too_long",
-                f"{info.frames / info.sample_rate:.1f} s is longer than the limit of {max_duration_s:g} s",
-            )
+        check_duration(uri, info.frames, info.sample_rate, max_duration_s)
         yield info, _blocks(uri, container, stream, info, max_duration_s, av)
     finally:
         container.close()

@@ -16,14 +16,20 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 
 import fsspec
 import numpy as np
 import soundfile as sf
 
-from .audio import CONTAINERS, OUTPUT_FORMATS, OUTPUT_SUBTYPES
+from .audio import (
+    CONTAINERS,
+    check_duration,
+    checked_format,
+    clip_for,
+    is_local,
+    temp_path,
+)
 from .errors import AudioError
 
 __all__ = ["AudioStream", "StemWriter", "open_stream", "open_writer"]
@@ -96,7 +102,7 @@ def open_stream(uri: str, *, max_duration_s: float | None = None) -> Iterator[Au
             with f:
                 if f.frames == 0:
                     raise AudioError(uri, "empty", "file holds no samples")
-                _check_length(uri, f.frames, f.samplerate, max_duration_s)
+                check_duration(uri, f.frames, f.samplerate, max_duration_s)
                 yield AudioStream(uri, f.samplerate, f.channels, f.frames, _soundfile_blocks(f, uri))
             return
         handle.seek(0)
@@ -104,11 +110,6 @@ def open_stream(uri: str, *, max_duration_s: float | None = None) -> Iterator[Au
 
         with ffmpeg.open_blocks(uri, handle, max_duration_s=max_duration_s) as (info, blocks):
             yield AudioStream(uri, info.sample_rate, info.channels, info.frames or None, blocks)
-
-
-def _check_length(uri: str, frames: int, sr: int, max_duration_s: float | None) -> None:
-    if max_duration_s is not None and frames / sr > max_duration_s:
-        raise AudioError(uri, "too_long", f"{frames / sr:.1f} s is longer than the limit of {max_duration_s:g} s")
 
 
 class StemWriter:
@@ -120,9 +121,7 @@ class StemWriter:
 
     def write(self, block: np.ndarray) -> None:
         """Append ``(channels, n)`` float32 samples (clipped to [-1, 1) for integer formats)."""
-        block = np.atleast_2d(np.asarray(block, dtype=np.float32))
-        if self._f.subtype != "FLOAT":
-            block = np.clip(block, -1.0, 1.0 - 2.0**-23)
+        block = clip_for(np.atleast_2d(np.asarray(block, dtype=np.float32)), self._f.subtype)
         self._f.write(block.T)
         self.frames += block.shape[1]
 
@@ -138,21 +137,14 @@ def open_writer(
 
     ``commit_context``, a callable returning a context manager, is entered around the final
     rename or upload (the catalog job serialises it with its time limit)."""
-    fmt = format.lower()
-    if fmt not in OUTPUT_FORMATS or fmt == "opus":
+    if format.lower() == "opus":
         raise ValueError(f"format {format!r} cannot be written in blocks; choose flac, wav or mp3")
-    subtype = (subtype or OUTPUT_FORMATS[fmt]).upper()
-    if subtype not in OUTPUT_SUBTYPES[fmt]:
-        raise ValueError(f"subtype {subtype!r} not supported for {fmt}; choose one of {list(OUTPUT_SUBTYPES[fmt])}")
+    fmt, subtype = checked_format(format, subtype)
     fs, path = fsspec.core.url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    local = protocol in ("file", "local")
-    directory = os.path.dirname(path) if local else tempfile.gettempdir()
+    local = is_local(fs)
     if local:
-        os.makedirs(directory or ".", exist_ok=True)
-    # The same temporary name as sepops.audio.write_bytes_atomic: a run's start removes
-    # what a killed run left.
-    tmp = os.path.join(directory or ".", f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = temp_path(path, None if local else tempfile.gettempdir())
     try:
         with sf.SoundFile(tmp, "w", samplerate=int(sr), channels=int(channels), format=CONTAINERS[fmt],
                           subtype=subtype) as f:
