@@ -56,7 +56,9 @@ from .unit import (
     decode_track,
     fail_unit,
     is_complete,
+    read_source_tags,
     separate_unit,
+    source_size,
     stem_prefix,
     stem_uri,
     stream_unit,
@@ -144,20 +146,22 @@ class SeparateTrackFn(beam.DoFn):
         audio seconds)``. Beam-free (no counters), so it can run in a thread of its own.
         Large tracks whose operators all work in blocks are streamed instead (one read per
         operator, memory bounded by the block)."""
-        if streams(self.job, [self._operators[u.label] for u in todo], track.source_uri):
+        size = source_size(track.source_uri)  # one stat (or HEAD) serves both checks
+        if streams(self.job, [self._operators[u.label] for u in todo], size):
             outcomes, seconds = [], 0.0
+            tags = read_source_tags(track.source_uri)
             for unit in todo:
                 try:
                     records, seconds = stream_unit(
                         unit, self.job, self.output, self._operators[unit.label],
-                        run_id=self.run_id, version=self._version, guard=guard,
+                        run_id=self.run_id, version=self._version, tags=tags, size=size, guard=guard,
                     )
                 except PartNotWritten:
                     records = None
                 outcomes.append((unit, records, seconds or None))
             return outcomes, seconds
         try:
-            audio, sr, tags = decode_track(track.source_uri, self.job)
+            audio, sr, tags = decode_track(track.source_uri, self.job, size)
         except UnitFailed as failure:
             return [
                 (unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version, guard=guard), None)

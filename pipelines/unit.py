@@ -55,7 +55,9 @@ __all__ = [
     "decode_track",
     "fail_unit",
     "is_complete",
+    "read_source_tags",
     "separate_unit",
+    "source_size",
     "stem_prefix",
     "stem_uri",
     "stream_unit",
@@ -222,9 +224,10 @@ def is_complete(unit: Unit, job: JobConfig, output: str, operator: Operator) -> 
     return all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows)
 
 
-def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int, TrackTags]:
+def decode_track(source_uri: str, job: JobConfig, size: int | None = None) -> tuple[np.ndarray, int, TrackTags]:
     """The track's audio as the job's ``audio`` settings ask, shape (channels, samples), and
-    the source's tags, from one read of the file.
+    the source's tags, from one read of the file. ``size`` (bytes, from
+    :func:`source_size`) is looked up when not given.
 
     Raises
     ------
@@ -236,17 +239,13 @@ def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int, Trac
     settings, limits = job.audio, job.job
     tags = None
     try:
-        _check_size(source_uri, limits.max_file_mb)
+        _check_size(source_uri, source_size(source_uri) if size is None else size, limits.max_file_mb)
         data = read_bytes(source_uri)
         tags = read_tags(data)
         audio, sr = decode_audio(
             data, uri=source_uri, sr=settings.sample_rate, mono=settings.mono, max_duration_s=limits.max_duration_s
         )
-        if audio.shape[0] > limits.max_channels:
-            raise AudioError(
-                source_uri, "too_many_channels",
-                f"{audio.shape[0]} channels is more than the limit of {limits.max_channels} (job.max_channels)",
-            )
+        _check_channels(source_uri, audio.shape[0], limits.max_channels)
         duration = audio.shape[1] / sr
         if duration < limits.min_duration_s:
             raise AudioError(
@@ -262,18 +261,29 @@ def decode_track(source_uri: str, job: JobConfig) -> tuple[np.ndarray, int, Trac
     return audio, sr, tags
 
 
-def _check_size(source_uri: str, max_file_mb: float | None) -> None:
-    """Refuse a file over the limit from its size alone (a stat, or one HEAD on a store)."""
-    if max_file_mb is None:
-        return
+def source_size(source_uri: str) -> int | None:
+    """The source file's size in bytes (a stat, or one HEAD on a store); ``None`` when the
+    store cannot say (reading it will report what is wrong)."""
     try:
         fs, path = fsspec.core.url_to_fs(source_uri)
-        size = fs.size(path)
-    except Exception:  # noqa: BLE001 - reading it will say what is wrong
-        return
-    if size is not None and size > max_file_mb * 1e6:
+        return fs.size(path)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _check_size(source_uri: str, size: int | None, max_file_mb: float | None) -> None:
+    """Refuse a file over the limit from its size alone, before a byte is read."""
+    if max_file_mb is not None and size is not None and size > max_file_mb * 1e6:
         raise AudioError(
             source_uri, "too_large", f"{size / 1e6:.0f} MB is larger than the limit of {max_file_mb:g} MB (job.max_file_mb)"
+        )
+
+
+def _check_channels(source_uri: str, channels: int, max_channels: int) -> None:
+    if channels > max_channels:
+        raise AudioError(
+            source_uri, "too_many_channels",
+            f"{channels} channels is more than the limit of {max_channels} (job.max_channels)",
         )
 
 
@@ -339,27 +349,37 @@ def separate_unit(
     except UnitFailed as failure:
         return fail_unit(unit, output, failure, run_id=run_id, version=version, guard=guard)
 
-    energies = {name: float(np.sum(np.square(s, dtype=np.float64))) for name, s in stems.items()}
-    total_energy = sum(energies.values())
-    elapsed = time.perf_counter() - started
-    now = utc_now()
-    records = [
+    energy = {name: float(np.sum(np.square(s, dtype=np.float64))) for name, s in stems.items()}
+    peak = {name: float(np.max(np.abs(s))) if s.size else 0.0 for name, s in stems.items()}
+    records = _ok_records(
+        unit, job, uris, energy, peak, frames=audio.shape[1], channels=audio.shape[0], sr=sr,
+        elapsed=time.perf_counter() - started, tags=tags, run_id=run_id, version=version,
+    )
+    _commit(unit, output, records, guard)
+    return records
+
+
+def _ok_records(
+    unit: Unit, job: JobConfig, uris: dict[str, str], energy: dict[str, float], peak: dict[str, float], *,
+    frames: int, channels: int, sr: int, elapsed: float, tags: TrackTags | None, run_id: str, version: str,
+) -> list[StemRecord]:
+    """One ok row per stem from its level sums (sum of squares, peak), whole or streamed."""
+    total, now = sum(energy.values()), utc_now()
+    return [
         unit.record(
             STATUS_OK, run_id=run_id, version=version, created_at=now, tags=tags,
             stem=name,
-            stem_uri=uris[name],
+            stem_uri=uri,
             sample_rate=output_rate(job.audio.format, sr),
-            channels=int(stem.shape[0]),
-            duration_s=stem.shape[1] / sr,
-            stem_rms_db=_level_db(math.sqrt(energies[name] / max(stem.size, 1))),
-            stem_peak_db=_level_db(float(np.max(np.abs(stem))) if stem.size else 0.0),
-            energy_share=energies[name] / total_energy if total_energy > 0 else None,
+            channels=int(channels),
+            duration_s=frames / sr,
+            stem_rms_db=_level_db(math.sqrt(energy[name] / max(frames * channels, 1))),
+            stem_peak_db=_level_db(peak[name]),
+            energy_share=energy[name] / total if total > 0 else None,
             processing_s=elapsed,
         )
-        for name, stem in stems.items()
+        for name, uri in uris.items()
     ]
-    _commit(unit, output, records, guard)
-    return records
 
 
 def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuard | None) -> None:
@@ -386,12 +406,12 @@ def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuar
 _STREAMED_FORMATS = ("flac", "wav", "mp3")
 
 
-def streams(job: JobConfig, operators: list[Operator], source_uri: str) -> bool:
+def streams(job: JobConfig, operators: list[Operator], size: int | None) -> bool:
     """Whether this track is separated as a stream of blocks: it is larger than
-    ``job.stream_above_mb``, every operator can work in blocks (``block_context``: hpss and
-    unet), and the
-    job neither resamples nor writes Opus. Streamed tracks use memory bounded by the block
-    length (``job.block_s``) whatever their length; their stems equal whole-track ones."""
+    ``job.stream_above_mb`` (``size``, from :func:`source_size`), every operator can work
+    in blocks (``block_context``: hpss and unet), and the job neither resamples nor writes
+    Opus. Streamed tracks use memory bounded by the block length (``job.block_s``) whatever
+    their length; their stems equal whole-track ones."""
     limits = job.job
     if limits.stream_above_mb is None or job.audio.sample_rate is not None:
         return False
@@ -399,18 +419,26 @@ def streams(job: JobConfig, operators: list[Operator], source_uri: str) -> bool:
         return False
     if any(op.block_context(44100) is None for op in operators):
         return False
+    return (size or 0) > limits.stream_above_mb * 1e6
+
+
+def read_source_tags(source_uri: str) -> TrackTags:
+    """The source's tags, read through a file object (never the whole file); empty when it
+    cannot be opened (its decoding says why)."""
     try:
         fs, path = fsspec.core.url_to_fs(source_uri)
-        return (fs.size(path) or 0) > limits.stream_above_mb * 1e6
-    except Exception:  # noqa: BLE001 - decoding will report what is wrong
-        return False
+        with fs.open(path, "rb") as handle:
+            return read_tags(handle)
+    except Exception:  # noqa: BLE001
+        return TrackTags()
 
 
 def stream_unit(
     unit: Unit, job: JobConfig, output: str, operator: Operator, *, run_id: str, version: str,
-    guard: WriteGuard | None = None,
+    tags: TrackTags | None = None, size: int | None = None, guard: WriteGuard | None = None,
 ) -> tuple[list[StemRecord], float]:
-    """:func:`separate_unit` for a track read, separated and written block by block.
+    """:func:`separate_unit` for a track read, separated and written block by block
+    (``tags`` from :func:`read_source_tags`, ``size`` from :func:`source_size`).
 
     Returns
     -------
@@ -422,18 +450,11 @@ def stream_unit(
 
     started = time.perf_counter()
     limits, settings = job.job, job.audio
-    tags = None
     try:
         try:
-            fs, path = fsspec.core.url_to_fs(unit.source_uri)
-            with fs.open(path, "rb") as handle:
-                tags = read_tags(handle)
+            _check_size(unit.source_uri, size, limits.max_file_mb)
             with open_stream(unit.source_uri, max_duration_s=limits.max_duration_s) as stream:
-                if stream.channels > limits.max_channels:
-                    raise AudioError(
-                        unit.source_uri, "too_many_channels",
-                        f"{stream.channels} channels is more than the limit of {limits.max_channels} (job.max_channels)",
-                    )
+                _check_channels(unit.source_uri, stream.channels, limits.max_channels)
                 channels = 1 if settings.mono else stream.channels
                 sr = stream.sr
                 uris = {name: _unit_stem_uri(unit, job, output, name) for name in operator.stem_names}
@@ -472,19 +493,10 @@ def stream_unit(
     if frames == 0:
         failure = UnitFailed("empty", "file holds no decodable samples", traceback_text="", tags=tags)
         return fail_unit(unit, output, failure, run_id=run_id, version=version, guard=guard), 0.0
-    total = sum(energy.values())
-    elapsed, now = time.perf_counter() - started, utc_now()
-    records = [
-        unit.record(
-            STATUS_OK, run_id=run_id, version=version, created_at=now, tags=tags,
-            stem=name, stem_uri=uri, sample_rate=int(sr), channels=channels, duration_s=frames / sr,
-            stem_rms_db=_level_db(math.sqrt(energy[name] / max(frames * channels, 1))),
-            stem_peak_db=_level_db(peak[name]),
-            energy_share=energy[name] / total if total > 0 else None,
-            processing_s=elapsed,
-        )
-        for name, uri in uris.items()
-    ]
+    records = _ok_records(
+        unit, job, uris, energy, peak, frames=frames, channels=channels, sr=sr,
+        elapsed=time.perf_counter() - started, tags=tags, run_id=run_id, version=version,
+    )
     _commit(unit, output, records, guard)
     return records, frames / sr
 
