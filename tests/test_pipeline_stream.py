@@ -67,3 +67,15 @@ def test_jobs_with_a_global_operator_decode_whole(tmp_path):
     run_job(job_config_from_dict({"operators": [{"operator": "hpss"}, {"operator": "repet"}]}),
             [str(inputs)], str(reference), progress=False)
     assert_same_stems(out, reference)
+
+
+def test_a_streamed_track_over_the_size_limit_is_an_error_row(tmp_path):
+    audio, sr = load_audio(str(ROOT / "examples" / "loop_stereo.flac"))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sf.write(str(inputs / "long.wav"), np.tile(audio, (1, 4)).T, sr)  # about 2 MB
+    job = job_config_from_dict({"operators": [{"operator": "hpss"}],
+                                "job": {"stream_above_mb": 0, "max_file_mb": 1.0}})
+    run_job(job, [str(inputs)], str(tmp_path / "out"), progress=False)
+    [row] = read_metadata(str(tmp_path / "out")).to_pylist()
+    assert row["error_type"] == "too_large" and not (tmp_path / "out" / "stems").exists()
