@@ -59,9 +59,17 @@ def _cause(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc).split(":")[0]
 
 
-def _info(container, stream) -> StreamInfo:
+def _info(uri: str, container, stream) -> StreamInfo:
+    """The stream's facts; a damaged header is an ``AudioError`` (it can trip PyAV anywhere)."""
     if stream.codec_context is None:
-        raise AudioError("", "unsupported", "no decoder for the file's audio stream")
+        raise AudioError(uri, "unsupported", "no decoder for the file's audio stream")
+    try:
+        return _read_info(container, stream)
+    except Exception as exc:  # noqa: BLE001
+        raise AudioError(uri, "unreadable", f"damaged header ({type(exc).__name__}: {exc})") from None
+
+
+def _read_info(container, stream) -> StreamInfo:
     sr = int(stream.codec_context.sample_rate or stream.rate or 0)
     channels = int(stream.codec_context.channels or 0)
     seconds = None
@@ -84,11 +92,7 @@ def probe(uri: str, data: bytes) -> StreamInfo:
     """
     container = _open(uri, data)
     try:
-        return _info(container, container.streams.audio[0])
-    except AudioError as exc:
-        raise AudioError(uri, exc.kind, exc.message) from None
-    except Exception as exc:  # noqa: BLE001 - a damaged header can trip PyAV anywhere
-        raise AudioError(uri, "unreadable", f"damaged header ({type(exc).__name__}: {exc})") from None
+        return _info(uri, container, container.streams.audio[0])
     finally:
         container.close()
 
@@ -122,12 +126,7 @@ def open_blocks(uri: str, data, *, max_duration_s: float | None = None):
     container = _open(uri, data)
     try:
         stream = container.streams.audio[0]
-        try:
-            info = _info(container, stream)
-        except AudioError as exc:
-            raise AudioError(uri, exc.kind, exc.message) from None
-        except Exception as exc:  # noqa: BLE001 - a damaged header can trip PyAV anywhere
-            raise AudioError(uri, "unreadable", f"damaged header ({type(exc).__name__}: {exc})") from None
+        info = _info(uri, container, stream)
         if info.sample_rate <= 0 or info.channels <= 0:
             raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
         check_duration(uri, info.frames, info.sample_rate, max_duration_s)
