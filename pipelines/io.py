@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import fsspec
 
+from sepops.audio import is_local
+
 __all__ = [
     "InputError",
     "Track",
@@ -105,7 +107,7 @@ def _protocol(fs) -> str:
 
 def _to_uri(fs, path: str) -> str:
     """fsspec's internal path back to a URI; local files stay plain absolute paths."""
-    if _protocol(fs) in ("file", "local"):
+    if is_local(fs):
         return path
     return fs.unstrip_protocol(path)
 

@@ -369,11 +369,10 @@ def _refuse_output_in_input(output: str, inputs: Sequence[str]) -> None:
 
 def _normalised(uri: str) -> str:
     """One spelling per location: local paths (``file://`` too) resolved, others as URIs."""
+    from sepops.audio import is_local
+
     fs, path = fsspec.core.url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        return os.path.realpath(path)
-    return fs.unstrip_protocol(path).rstrip("/")
+    return os.path.realpath(path) if is_local(fs) else fs.unstrip_protocol(path).rstrip("/")
 
 
 # sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.
