@@ -336,6 +336,9 @@ def run_job(
         if client is not None:  # the DaskRunner leaves its Client open
             client.close()
     counters = _beam_counters(result)
+    # A worker killed in the middle of a write (the runner then redid its work elsewhere)
+    # leaves its temporary file: with the pipeline done, nothing writes any more.
+    _remove_orphaned_temp_files(output)
 
     version = sepflow_version()
     units = [Unit.of(t, s, job) for t in tracks for s in job.operators]
