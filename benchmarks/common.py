@@ -83,3 +83,30 @@ def print_table(rows: list[dict], title: str = "") -> None:
             print("| " + " | ".join(keys) + " |")
             print("|" + "|".join("---" for _ in keys) + "|")
         print("| " + " | ".join(fmt(r[k]) for k in keys) + " |")
+
+
+def loop_song(index: int, seconds: float, *, stereo: bool = False):
+    """A long piece made from the validation loops, with a loop that repeats and a melody
+    that does not (what REPET and NMF's repetition grouping expect of a real song; tiling a
+    12 s excerpt would repeat its melody too). The accompaniment is two periods of loop
+    ``index``'s drums and bass, repeated; the lead is the melodies of loops ``index``,
+    ``index + 1``, ... one after the other.
+
+    Returns
+    -------
+    (mixture, sr, {"accompaniment", "lead"}), arrays (channels, samples), stereo as in the
+    validation set's ``mixture_stereo`` (its mixing matrix) or mono.
+    """
+    loops = pieces("loops")
+    piece = loops[index % len(loops)]
+    _, sr, refs = load_piece(piece)
+    n = int(seconds * sr)
+    period = round(piece["source"]["loop_period_s"] * sr)
+    accompaniment = np.tile(refs["accompaniment"][:, : 2 * period], (1, -(-n // (2 * period))))[:, :n]
+    leads = [load_piece(loops[(index + k) % len(loops)])[2]["lead"] for k in range(len(loops))]
+    lead = np.tile(np.concatenate(leads, axis=1), (1, -(-n // sum(x.shape[1] for x in leads))))[:, :n]
+    if stereo:
+        m = np.asarray(piece["stereo_mixing_matrix"], dtype=np.float32)
+        accompaniment, lead = m[:, [0]] * accompaniment, m[:, [1]] * lead
+    refs = {"accompaniment": np.ascontiguousarray(accompaniment), "lead": np.ascontiguousarray(lead)}
+    return refs["accompaniment"] + refs["lead"], sr, refs

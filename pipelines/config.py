@@ -16,7 +16,7 @@ A job file looks like this (every section but ``operators`` is optional)::
       sample_rate: null        # null keeps each input's rate
       mono: false
     job:
-      max_duration_s: 1800     # longer tracks become error rows (too_long)
+      max_duration_s: 14400    # longer tracks (4 h) become error rows (too_long)
       min_duration_s: 0.1      # shorter tracks become error rows (too_short)
       max_file_mb: 2048        # larger files become error rows (too_large), before reading
       max_channels: 16         # more channels become error rows (too_many_channels)
@@ -118,15 +118,19 @@ class StftSettings:
 class JobSettings:
     """Per-track limits and re-run behaviour."""
 
-    max_duration_s: float | None = 1800.0
+    #: Longer tracks become error rows (``too_long``); 4 hours: every operator but the
+    #: oracles separates long tracks in blocks, in bounded memory (see ``stream_above_*``).
+    max_duration_s: float | None = 14400.0
     min_duration_s: float = 0.1
     #: Larger files become error rows (``too_large``) before a byte is read (null: no limit).
     max_file_mb: float | None = 2048.0
     #: Files with more channels become error rows (``too_many_channels``).
     max_channels: int = 16
-    #: Tracks larger than this (MB) are read, separated and written in blocks of ``block_s``
-    #: seconds, in bounded memory, when every operator can work in blocks (hpss, unet); null: never.
+    #: Tracks larger than this (MB), or longer than ``stream_above_s`` seconds by their
+    #: header, are read, separated and written in blocks of ``block_s`` seconds, in bounded
+    #: memory, when every operator can work in blocks (all but ibm/irm); null: never.
     stream_above_mb: float | None = 64.0
+    stream_above_s: float | None = 600.0
     block_s: float = 60.0
     #: A track (decode and every operator) still running after this many seconds becomes
     #: ``timeout`` error rows, and the worker goes on to the next track (null: no limit).
@@ -153,6 +157,8 @@ class JobSettings:
             raise ValueError(f"block_s must be >= 1, got {self.block_s}")
         if self.stream_above_mb is not None and self.stream_above_mb < 0:
             raise ValueError(f"stream_above_mb must be >= 0 or null, got {self.stream_above_mb}")
+        if self.stream_above_s is not None and self.stream_above_s < 0:
+            raise ValueError(f"stream_above_s must be >= 0 or null, got {self.stream_above_s}")
         if self.track_timeout_s is not None and self.track_timeout_s <= 0:
             raise ValueError(f"track_timeout_s must be > 0 or null, got {self.track_timeout_s}")
 

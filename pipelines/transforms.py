@@ -48,11 +48,13 @@ from .metadata import (
     read_part,
 )
 from .unit import (
+    LongTrack,
     PartNotWritten,
     Unit,
     UnitCancelled,
     UnitFailed,
     WriteGuard,
+    can_stream,
     decode_track,
     fail_unit,
     is_complete,
@@ -147,21 +149,14 @@ class SeparateTrackFn(beam.DoFn):
         Large tracks whose operators all work in blocks are streamed instead (one read per
         operator, memory bounded by the block)."""
         size = source_size(track.source_uri)  # one stat (or HEAD) serves both checks
-        if streams(self.job, [self._operators[u.label] for u in todo], size):
-            outcomes, seconds = [], 0.0
-            tags = read_source_tags(track.source_uri)
-            for unit in todo:
-                try:
-                    records, seconds = stream_unit(
-                        unit, self.job, self.output, self._operators[unit.label],
-                        run_id=self.run_id, version=self._version, tags=tags, size=size, guard=guard,
-                    )
-                except PartNotWritten:
-                    records = None
-                outcomes.append((unit, records, seconds or None))
-            return outcomes, seconds
+        operators = [self._operators[u.label] for u in todo]
+        if streams(self.job, operators, size):
+            return self._stream_track(track, todo, guard, size, read_source_tags(track.source_uri))
+        stream_above_s = self.job.job.stream_above_s if can_stream(self.job, operators) else None
         try:
-            audio, sr, tags = decode_track(track.source_uri, self.job, size)
+            audio, sr, tags = decode_track(track.source_uri, self.job, size, stream_above_s=stream_above_s)
+        except LongTrack as long:
+            return self._stream_track(track, todo, guard, size, long.tags)
         except UnitFailed as failure:
             return [
                 (unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version, guard=guard), None)
@@ -180,6 +175,21 @@ class SeparateTrackFn(beam.DoFn):
                 records = None
             outcomes.append((unit, records, audio.shape[1] / sr))
         return outcomes, audio.shape[1] / sr
+
+    def _stream_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None, size, tags):
+        """Each unit of a long track read, separated and written in blocks (one read of the
+        file per operator, more for a global model): memory bounded by the block length."""
+        outcomes, seconds = [], 0.0
+        for unit in todo:
+            try:
+                records, seconds = stream_unit(
+                    unit, self.job, self.output, self._operators[unit.label],
+                    run_id=self.run_id, version=self._version, tags=tags, size=size, guard=guard,
+                )
+            except PartNotWritten:
+                records = None
+            outcomes.append((unit, records, seconds or None))
+        return outcomes, seconds
 
     def _within(self, limit: float, track: Track, todo: list[Unit]):
         """``_separate_track`` in a thread of its own, given ``limit`` seconds.

@@ -47,11 +47,13 @@ from .metadata import (
 )
 
 __all__ = [
+    "LongTrack",
     "PartNotWritten",
     "Unit",
     "UnitCancelled",
     "UnitFailed",
     "WriteGuard",
+    "can_stream",
     "decode_track",
     "fail_unit",
     "is_complete",
@@ -224,13 +226,26 @@ def is_complete(unit: Unit, job: JobConfig, output: str, operator: Operator) -> 
     return all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows)
 
 
-def decode_track(source_uri: str, job: JobConfig, size: int | None = None) -> tuple[np.ndarray, int, TrackTags]:
+class LongTrack(Exception):
+    """Raised by :func:`decode_track` for a track too long to decode whole: stream it."""
+
+    def __init__(self, tags: TrackTags):
+        super().__init__(f"{tags.duration_s} s")
+        self.tags = tags
+
+
+def decode_track(
+    source_uri: str, job: JobConfig, size: int | None = None, *, stream_above_s: float | None = None
+) -> tuple[np.ndarray, int, TrackTags]:
     """The track's audio as the job's ``audio`` settings ask, shape (channels, samples), and
     the source's tags, from one read of the file. ``size`` (bytes, from
     :func:`source_size`) is looked up when not given.
 
     Raises
     ------
+    LongTrack
+        Before decoding, when the header says the track is longer than ``stream_above_s``
+        (a long track in a small file: a podcast at a low bit rate): stream it instead.
     UnitFailed
         With the ``AudioError``'s kind (``empty``, ``too_long``, ``too_short``, ...), or
         ``decode_error`` for anything else (e.g. a ``MemoryError`` on a huge file); its
@@ -242,6 +257,8 @@ def decode_track(source_uri: str, job: JobConfig, size: int | None = None) -> tu
         _check_size(source_uri, source_size(source_uri) if size is None else size, limits.max_file_mb)
         data = read_bytes(source_uri)
         tags = read_tags(data)
+        if stream_above_s is not None and (tags.duration_s or 0) > stream_above_s:
+            raise LongTrack(tags)
         audio, sr = decode_audio(
             data, uri=source_uri, sr=settings.sample_rate, mono=settings.mono, max_duration_s=limits.max_duration_s
         )
@@ -254,6 +271,8 @@ def decode_track(source_uri: str, job: JobConfig, size: int | None = None) -> tu
     except AudioError as exc:
         # The cause says it all; a traceback of the decoder would only be noise.
         raise UnitFailed(exc.kind, exc.message, traceback_text="", tags=tags) from None
+    except LongTrack:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise UnitFailed(
             "decode_error", f"{type(exc).__name__}: {exc}", traceback_text=traceback.format_exc(), tags=tags
@@ -406,20 +425,23 @@ def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuar
 _STREAMED_FORMATS = ("flac", "wav", "mp3")
 
 
+def can_stream(job: JobConfig, operators: list[Operator]) -> bool:
+    """Whether long tracks of this job can be separated as streams of blocks: every operator
+    works in blocks (all but the oracles), and the job neither resamples nor writes Opus."""
+    if job.audio.sample_rate is not None or job.audio.format not in _STREAMED_FORMATS:
+        return False
+    return all(op.works_in_blocks for op in operators)
+
+
 def streams(job: JobConfig, operators: list[Operator], size: int | None) -> bool:
-    """Whether this track is separated as a stream of blocks: it is larger than
-    ``job.stream_above_mb`` (``size``, from :func:`source_size`), every operator can work
-    in blocks (``block_context``: hpss and unet), and the job neither resamples nor writes
-    Opus. Streamed tracks use memory bounded by the block length (``job.block_s``) whatever
-    their length; their stems equal whole-track ones."""
-    limits = job.job
-    if limits.stream_above_mb is None or job.audio.sample_rate is not None:
-        return False
-    if job.audio.format not in _STREAMED_FORMATS:
-        return False
-    if any(op.block_context(44100) is None for op in operators):
-        return False
-    return (size or 0) > limits.stream_above_mb * 1e6
+    """Whether this track is streamed because of its size: it is larger than
+    ``job.stream_above_mb`` (``size``, from :func:`source_size`) and :func:`can_stream`.
+    (Tracks longer than ``job.stream_above_s`` are streamed too: :func:`decode_track` says
+    so from their header.) Streamed tracks use memory bounded by the block length
+    (``job.block_s``) whatever their length; see :mod:`sepops.blocks` for how each operator
+    works in blocks."""
+    limit = job.job.stream_above_mb
+    return limit is not None and (size or 0) > limit * 1e6 and can_stream(job, operators)
 
 
 def read_source_tags(source_uri: str) -> TrackTags:
@@ -450,12 +472,22 @@ def stream_unit(
 
     started = time.perf_counter()
     limits, settings = job.job, job.audio
+
+    @contextlib.contextmanager
+    def passes():
+        # The track from its start, as the job reads it (each operator's fitting passes too).
+        with open_stream(unit.source_uri, max_duration_s=limits.max_duration_s) as stream:
+            _check_channels(unit.source_uri, stream.channels, limits.max_channels)
+            yield _MonoStream(stream) if settings.mono and stream.channels > 1 else stream
+
     try:
         try:
             _check_size(unit.source_uri, size, limits.max_file_mb)
-            with open_stream(unit.source_uri, max_duration_s=limits.max_duration_s) as stream:
-                _check_channels(unit.source_uri, stream.channels, limits.max_channels)
-                channels = 1 if settings.mono else stream.channels
+            operator = operator.fit_stream(passes)  # a global model (ICA) from whole-track passes
+            if guard is not None:
+                guard.check()
+            with passes() as stream:
+                channels = stream.channels
                 sr = stream.sr
                 uris = {name: _unit_stem_uri(unit, job, output, name) for name in operator.stem_names}
                 energy = dict.fromkeys(uris, 0.0)
@@ -469,8 +501,7 @@ def stream_unit(
                         ))
                         for name, uri in uris.items()
                     }
-                    mono = _MonoStream(stream) if settings.mono and stream.channels > 1 else stream
-                    for _, stems in separate_blocks(operator, mono, block_s=limits.block_s):
+                    for _, stems in separate_blocks(operator, stream, block_s=limits.block_s):
                         if guard is not None:
                             guard.check()
                         n = next(iter(stems.values())).shape[1]

@@ -26,8 +26,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +38,10 @@ from .config import build_config
 from .errors import OperatorConfigError
 from .registry import get_operator, list_operators, operator_class, register
 from .spectral import Analysis, StftConfig
+
+if TYPE_CHECKING:
+    from .blocks import BlockContext
+    from .stream import AudioStream
 
 __all__ = [
     "MaskingOperator",
@@ -144,12 +150,36 @@ class Operator(ABC):
         dict of str -> np.ndarray, each shaped like ``audio``
         """
 
-    def block_context(self, sr: int) -> tuple[int, int] | None:
-        """``(context, align)`` in samples when the operator can separate a long track in
-        blocks (:func:`sepops.blocks.separate_blocks`): with ``context`` samples of input on
-        each side of a block starting at a multiple of ``align``, its output there equals
-        the whole-signal result. ``None`` (the default): the operator needs the whole track."""
+    def block_context(self, sr: int) -> BlockContext | None:
+        """How the operator separates a long track in blocks
+        (:func:`sepops.blocks.separate_blocks`): a :class:`sepops.blocks.BlockContext` of the
+        input it needs each side of a block, the grid blocks start on and the cross-fade
+        between neighbouring blocks (0: its output in a block equals the whole-signal result).
+        ``None`` (the default): the operator needs the whole track, or, for an operator with
+        a global model, fitting to it first (:meth:`fit_stream`)."""
         return None
+
+    @property
+    def works_in_blocks(self) -> bool:
+        """Whether a track of any length can be separated in blocks, in bounded memory (the
+        class overrides :meth:`block_context`)."""
+        return type(self).block_context is not Operator.block_context
+
+    def fit_stream(self, passes: Callable[[], AbstractContextManager[AudioStream]]) -> Operator:
+        """The operator to run block by block over a stream.
+
+        Operators with a global model (ICA's unmixing matrix) fit it here, reading the stream
+        as often as they need (each call of ``passes`` opens it again from the start), in
+        memory bounded by the block length, and return a copy with the model fixed, whose
+        :meth:`block_context` is not ``None``. The default returns the operator itself.
+        """
+        return self
+
+    def separate_block(self, audio: np.ndarray, sr: int, *, keep: tuple[int, int]) -> dict[str, np.ndarray]:
+        """:meth:`separate` for a block with its context: only samples ``keep[0]:keep[1]``
+        of the stems are used, so an operator may skip work for the rest (REPET-SIM models
+        only those frames). The default separates all of ``audio``."""
+        return self.separate(audio, sr)
 
     def stft_config(self) -> StftConfig:
         """The STFT this operator analyses with (at its config's settings)."""

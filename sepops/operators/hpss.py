@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from ..base import MaskingOperator, StftParams
+from ..blocks import BlockContext
 from ..dsp import median_filter_axis, strided_time_median
 from ..registry import register
 from ..spectral import StftConfig
@@ -157,7 +158,7 @@ class HpssOperator(MaskingOperator):
             return c.kernel_size, c.kernel_size
         return kernel_sizes(sr, self.stft_config(), c.harmonic_kernel_s, c.percussive_kernel_hz)
 
-    def block_context(self, sr: int) -> tuple[int, int]:
+    def block_context(self, sr: int) -> BlockContext:
         # A block's first frames see zeros instead of the audio before it (half a window),
         # that error spreads through the harmonic median (half its span, on the strided
         # grid), and each output sample sums frames half a window away: that much context
@@ -170,7 +171,7 @@ class HpssOperator(MaskingOperator):
         reach = (coarse // 2 + 1) * stride if stride > 1 else harmonic // 2
         frames = 2 * half_window + reach + 2
         align = cfg.hop_length * stride
-        return -(-frames * cfg.hop_length // align) * align, align
+        return BlockContext(-(-frames * cfg.hop_length // align) * align, align)
 
     def estimate(self, spec: np.ndarray, sr: int) -> dict[str, np.ndarray]:
         if self.config.channels == "joint":

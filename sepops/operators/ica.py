@@ -37,15 +37,22 @@ The fixed point is found on at most ``max_samples`` samples spread evenly over t
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from ..base import Operator, register
+from ..blocks import BlockContext
 from ..spectral import Analysis
 
-__all__ = ["IcaConfig", "IcaOperator", "IcaResult", "fastica", "order_sources", "whiten"]
+if TYPE_CHECKING:
+    from ..stream import AudioStream
+
+__all__ = ["IcaConfig", "IcaModel", "IcaOperator", "IcaResult", "fastica", "fastica_stream", "order_sources", "whiten"]
 
 
 def whiten(X: np.ndarray, n_components: int | None = None, rank_tol: float = 1e-8):
@@ -105,18 +112,27 @@ def _sym_decorrelation(W: np.ndarray) -> np.ndarray:
     return (E / np.sqrt(d)) @ E.T @ W
 
 
+def _fixed_point_sums(Z, W, g) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum g(W z) z^T, sum g'(W z))`` over the columns of whitened ``Z`` (r, n), float64:
+    one fixed-point step's statistics, which add up over the blocks of a stream."""
+    gwz, g_prime = g(W.astype(Z.dtype) @ Z)
+    return (gwz @ Z.T).astype(np.float64), g_prime * Z.shape[1]
+
+
+def _fixed_point_step(W, sum_gz, sum_g_prime, n) -> tuple[np.ndarray, float]:
+    """The next ``W`` from a step's statistics over ``n`` samples, and how far a row turned
+    (converged when every row keeps its direction, up to sign)."""
+    W_new = _sym_decorrelation(sum_gz / n - (sum_g_prime / n)[:, None] * W)
+    return W_new, float(np.max(np.abs(np.abs(np.sum(W_new * W, axis=1)) - 1.0)))
+
+
 def _fixed_point(Z, W, g, max_iter, tol):
     """Symmetric FastICA iterations on whitened ``Z`` (r, n); returns (W, iterations, converged).
 
     The r x n work is done in ``Z``'s dtype, the r x r algebra in float64.
     """
-    n = Z.shape[1]
     for it in range(1, max_iter + 1):
-        gwz, g_prime = g(W.astype(Z.dtype) @ Z)
-        W_new = _sym_decorrelation((gwz @ Z.T).astype(np.float64) / n - g_prime[:, None] * W)
-        # Converged when every row keeps its direction (up to sign).
-        lim = np.max(np.abs(np.abs(np.sum(W_new * W, axis=1)) - 1.0))
-        W = W_new
+        W, lim = _fixed_point_step(W, *_fixed_point_sums(Z, W, g), Z.shape[1])
         if lim < tol:
             return W, it, True
     return W, max_iter, False
@@ -182,22 +198,113 @@ def fastica(
     channels, n = X.shape
     mean = X.mean(axis=1, keepdims=True) if n else np.zeros((channels, 1))
     Xc = X - mean
-    stride = max(1, -(-n // max_samples)) if max_samples and n > max_samples else 1
-    K, K_inv = whiten(Xc[:, ::stride], n_components)
-    r = K.shape[0]
-    if r == 0:
-        return IcaResult(np.zeros((0, channels)), np.zeros((channels, 0)), mean, 0, True)
-    g = _nonlinearity(fun, alpha)
-    rng = np.random.default_rng(seed)
-    W = _sym_decorrelation(rng.standard_normal((r, r)))
-    W, it, converged = _fixed_point(K @ Xc[:, ::stride], W, g, max_iter, tol)
-    if stride > 1 and polish_iterations > 0:
+    stride = sample_stride(n, max_samples)
+    K, K_inv, W, it, converged = _fit_sample(
+        Xc[:, ::stride], n_components, fun=fun, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed
+    )
+    if K.shape[0] and stride > 1 and polish_iterations > 0:
         # All samples, in float32: twice as fast, and precise enough to refine a fixed point.
         Z = (K @ Xc).astype(np.float32)
-        W, extra, converged = _fixed_point(Z, W, g, polish_iterations, tol)
+        W, extra, converged = _fixed_point(Z, W, _nonlinearity(fun, alpha), polish_iterations, tol)
         it += extra
+    return _result(K, K_inv, W, mean, it, converged)
+
+
+def sample_stride(n: int, max_samples: int) -> int:
+    """Stride of the evenly spaced samples :func:`fastica` fits on (at most ``max_samples``
+    of ``n``; 0: all)."""
+    return max(1, -(-n // max_samples)) if max_samples and n > max_samples else 1
+
+
+def _fit_sample(Xc, n_components, *, fun, alpha, max_iter, tol, seed):
+    """Whitening of the centred sample ``Xc`` and the fixed point found on it:
+    ``(K, K_inv, W, iterations, converged)``; ``K`` has no rows when the sample is silent."""
+    K, K_inv = whiten(Xc, n_components)
+    r = K.shape[0]
+    if r == 0:
+        return K, K_inv, np.zeros((0, 0)), 0, True
+    rng = np.random.default_rng(seed)
+    W = _sym_decorrelation(rng.standard_normal((r, r)))
+    W, it, converged = _fixed_point(K @ Xc, W, _nonlinearity(fun, alpha), max_iter, tol)
+    return K, K_inv, W, it, converged
+
+
+def _result(K, K_inv, W, mean, it, converged) -> IcaResult:
+    if K.shape[0] == 0:
+        return IcaResult(np.zeros((0, K.shape[1])), np.zeros((K.shape[1], 0)), mean, 0, True)
     # W is orthogonal, so the pseudo-inverse of W K is K^+ W^T.
     return IcaResult(W @ K, K_inv @ W.T, mean, it, converged)
+
+
+def fastica_stream(
+    passes: Callable[[], AbstractContextManager[AudioStream]],
+    n_components: int | None = None,
+    *,
+    fun: str = "logcosh",
+    alpha: float = 1.0,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    max_samples: int = 0,
+    polish_iterations: int = 0,
+    seed: int = 0,
+    block: int = 1 << 19,
+) -> tuple[IcaResult, np.ndarray]:
+    """:func:`fastica` of a whole stream, in memory bounded by ``block`` frames.
+
+    Reads the stream (each call of ``passes`` opens it again) once for the mean, the
+    second moments and the evenly spaced sample the fixed point is found on (twice when
+    the container does not give its length), then once per polish iteration. The result
+    equals :func:`fastica` of the whole signal up to float rounding.
+
+    Returns
+    -------
+    result : IcaResult
+    second_moments : np.ndarray, shape (channels, channels)
+        ``sum_t x(t) x(t)^T`` of the uncentred signal, float64 (the energy of any linear
+        combination of the channels follows from it).
+    """
+    def read(stream):
+        while (x := stream.read(block)).shape[1]:
+            yield x
+
+    with passes() as stream:
+        channels, frames = stream.channels, stream.frames
+        stride = sample_stride(frames, max_samples) if frames else 0
+        n, total, moments, sample = 0, np.zeros((channels, 1)), np.zeros((channels, channels)), []
+        for x in read(stream):
+            x64 = x.astype(np.float64)
+            total += x64.sum(axis=1, keepdims=True)
+            moments += x64 @ x64.T
+            if stride:
+                sample.append(x64[:, (-n) % stride :: stride])
+            n += x.shape[1]
+    if not stride or stride != sample_stride(n, max_samples):
+        # The header's length was missing or wrong: one more pass with the true stride.
+        stride, sample, seen = sample_stride(n, max_samples), [], 0
+        with passes() as stream:
+            for x in read(stream):
+                sample.append(x[:, (-seen) % stride :: stride].astype(np.float64))
+                seen += x.shape[1]
+    mean = total / max(n, 1)
+    Xs = np.concatenate(sample, axis=1) - mean if sample else np.zeros((channels, 0))
+    K, K_inv, W, it, converged = _fit_sample(
+        Xs, n_components, fun=fun, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed
+    )
+    if K.shape[0] and stride > 1:
+        g = _nonlinearity(fun, alpha)
+        for _ in range(polish_iterations):
+            sum_gz, sum_gp = 0.0, 0.0
+            with passes() as stream:
+                for x in read(stream):
+                    Z = (K @ (x - mean)).astype(np.float32)
+                    gz, gp = _fixed_point_sums(Z, W, g)
+                    sum_gz, sum_gp = sum_gz + gz, sum_gp + gp
+            W, lim = _fixed_point_step(W, sum_gz, sum_gp, n)
+            it += 1
+            converged = lim < tol
+            if converged:
+                break
+    return _result(K, K_inv, W, mean, it, converged), moments
 
 
 def order_sources(mixing: np.ndarray, energies: np.ndarray, rule: str) -> np.ndarray:
@@ -270,31 +377,89 @@ class IcaOperator(Operator):
     name = "ica"
     Config = IcaConfig
 
+    def __init__(self, config=None, **params):
+        super().__init__(config, **params)
+        #: The unmixing fitted to a whole stream (:meth:`fit_stream`); None: fitted per call.
+        self.model: IcaModel | None = None
+
     @property
     def stem_names(self) -> list[str]:
-        """``source_1 .. source_N`` when ``n_sources`` is set; empty (one per channel) otherwise."""
-        n = self.config.n_sources
-        return [f"source_{i + 1}" for i in range(n)] if n else []
+        """``source_1 .. source_N`` when ``n_sources`` is set or the operator is fitted to a
+        stream; empty (one per channel) otherwise."""
+        n = self.config.n_sources or (self.model.n_stems if self.model is not None else 0)
+        return [f"source_{i + 1}" for i in range(n)]
+
+    def block_context(self, sr: int) -> BlockContext | None:
+        # Images are instantaneous linear maps of the mixture: once the unmixing is fitted
+        # to the whole stream, any block is separated on its own, exactly.
+        return None if self.model is None else BlockContext(0)
+
+    def fit_stream(self, passes: Callable[[], AbstractContextManager[AudioStream]]) -> IcaOperator:
+        """A copy with the unmixing of the whole stream fixed (:func:`fastica_stream`: one
+        pass for the sample and the moments, one per polish iteration); its stems equal
+        :meth:`separate` of the whole signal up to float rounding."""
+        c = self.config
+        with passes() as stream:
+            channels = stream.channels
+        n_stems = c.n_sources or channels
+        fitted = copy.copy(self)
+        if channels == 1 and n_stems == 1:
+            fitted.model = IcaModel(np.ones((1, 1), np.float32), np.ones((1, 1), np.float32), [0], 1)
+            return fitted
+        res, moments = fastica_stream(
+            passes, min(n_stems, channels), fun=c.fun, alpha=c.alpha, max_iter=c.max_iter, tol=c.tol,
+            max_samples=c.max_samples, polish_iterations=c.polish_iterations, seed=c.seed,
+        )
+        # The energy of image i is |A_i|^2 times that of source i, u_i^T (sum x x^T) u_i.
+        source_energy = np.einsum("ic,cd,id->i", res.unmixing, moments, res.unmixing)
+        energies = np.sum(res.mixing**2, axis=0) * source_energy
+        fitted.model = IcaModel(
+            res.unmixing.astype(np.float32), res.mixing.astype(np.float32),
+            list(order_sources(res.mixing, energies, c.order)), n_stems,
+        )
+        return fitted
 
     def separate(self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
         x = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        if self.model is not None:
+            return self.model.images(x)
         channels = x.shape[0]
         c = self.config
         n_stems = c.n_sources or channels
-        names = [f"source_{i + 1}" for i in range(n_stems)]
         if channels == 1 and n_stems == 1:
-            return {names[0]: x.copy()}
+            return {"source_1": x.copy()}
         res = fastica(
             x, min(n_stems, channels), fun=c.fun, alpha=c.alpha, max_iter=c.max_iter, tol=c.tol,
             max_samples=c.max_samples, polish_iterations=c.polish_iterations, seed=c.seed,
         )
         # Sources from the uncentred mixture, so that the images carry the mean too. float32
         # is ample here (the unmixing was estimated in float64) and halves the memory traffic.
-        sources = res.unmixing.astype(np.float32) @ x
-        mixing = res.mixing.astype(np.float32)
-        images = [mixing[:, [i]] * sources[i] for i in range(sources.shape[0])]
+        model = IcaModel(res.unmixing.astype(np.float32), res.mixing.astype(np.float32), [], n_stems)
+        images = model.source_images(x)
         energies = np.array([np.sum(im * im, dtype=np.float64) for im in images])
-        ordered = [images[i] for i in order_sources(res.mixing, energies, c.order)]
-        ordered += [np.zeros_like(x)] * (n_stems - len(ordered))
-        residual = (x - sum(ordered)) / n_stems
-        return {name: im + residual for name, im in zip(names, ordered)}
+        model.order = list(order_sources(res.mixing, energies, c.order))
+        return model.images(x, images)
+
+
+@dataclass
+class IcaModel:
+    """A fitted unmixing: ``unmixing`` (r, channels) and ``mixing`` (channels, r) float32,
+    the stems' ``order`` of the r sources, and the number of stems (silent ones after them)."""
+
+    unmixing: np.ndarray
+    mixing: np.ndarray
+    order: list[int]
+    n_stems: int
+
+    def source_images(self, x: np.ndarray) -> list[np.ndarray]:
+        """Each source projected back onto the channels, ``A_i s_i``, unordered."""
+        sources = self.unmixing @ x
+        return [self.mixing[:, [i]] * sources[i] for i in range(sources.shape[0])]
+
+    def images(self, x: np.ndarray, images: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The stems of ``x``: the ordered images plus an equal share of what they leave."""
+        images = self.source_images(x) if images is None else images
+        ordered = [images[i] for i in self.order]
+        ordered += [np.zeros_like(x)] * (self.n_stems - len(ordered))
+        residual = (x - sum(ordered)) / self.n_stems
+        return {f"source_{i + 1}": im + residual for i, im in enumerate(ordered)}

@@ -62,6 +62,7 @@ import numpy as np
 
 from .. import resources
 from ..base import MaskingOperator, StftParams
+from ..blocks import WINDOWED_CONTEXT_S, WINDOWED_CROSSFADE_S, BlockContext
 from ..errors import OperatorConfigError, ResourceNotFoundError
 from ..nmf.core import nmf
 from ..nmf.dictionary import NmfDictionary, load_dictionary
@@ -76,6 +77,8 @@ _DEFAULT_STEMS = {
     "percussive": ("percussive", "harmonic"),
     "pitch": ("high", "low"),
 }
+#: Cross-fade between the blocks of a long track, supervised mode (seconds).
+_SUPERVISED_CROSSFADE_S = 0.5
 #: Analysis window of the unsupervised mode: 2048 samples at 22.05 kHz (93 ms), scaled.
 _REFERENCE_SR, _REFERENCE_N_FFT = 22050, 2048
 
@@ -221,6 +224,19 @@ class NmfOperator(MaskingOperator):
             return StftConfig(n_fft, hop, d.window)
         n_fft = max(16, 2 ** round(np.log2(_REFERENCE_N_FFT * sr / _REFERENCE_SR)))
         return StftConfig(n_fft, n_fft // 4, c.window)
+
+    def block_context(self, sr: int) -> BlockContext:
+        cfg = self.stft_config_for(sr)
+        if self.dictionary is not None:
+            # Supervised: with the dictionary fixed, each frame's activations are fitted on
+            # their own; only the start's scale and the stopping test see the whole block.
+            # A window of context, and a short cross-fade over what that leaves.
+            fade = round(_SUPERVISED_CROSSFADE_S * sr)
+            context = max(fade // 2, cfg.n_fft) + cfg.n_fft
+            return BlockContext(-(-context // cfg.hop_length) * cfg.hop_length, cfg.hop_length, fade)
+        # Unsupervised: windowed; each block learns its own templates and groups them (the
+        # loop period needs repetitions on both sides of the block's edges).
+        return BlockContext(round(WINDOWED_CONTEXT_S * sr), cfg.hop_length, round(WINDOWED_CROSSFADE_S * sr))
 
     def estimate(self, spec: np.ndarray, sr: int) -> dict[str, np.ndarray]:
         cfg = self.stft_config_for(sr)

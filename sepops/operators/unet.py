@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import resources
 from ..base import Operator
+from ..blocks import BlockContext
 from ..errors import ResourceNotFoundError
 from ..registry import register
 from ..spectral import Analysis, StftConfig
@@ -105,7 +106,7 @@ class UNetOperator(Operator):
     def stft_config(self) -> StftConfig:
         return self.separator.stft_config
 
-    def block_context(self, sr: int) -> tuple[int, int] | None:
+    def block_context(self, sr: int) -> BlockContext:
         # The window grid is global (windows every segment - overlap frames from frame 0), so
         # blocks must start on it, in input samples: at rates whose ratio to the model's is
         # p / q that is the grid's first multiple that p / q maps to a whole number. The
@@ -120,7 +121,7 @@ class UNetOperator(Operator):
         align_model = grid * (q // math.gcd(grid, q))
         align = align_model * p // q
         reach = (sep.segment + 2 * -(-sep.stft_config.n_fft // hop)) * hop * p // q + 4096
-        return -(-reach // align) * align, align
+        return BlockContext(-(-reach // align) * align, align)
 
     def separate(self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
         # The STFT is taken per chunk at the model's settings, so a shared Analysis is not used.
