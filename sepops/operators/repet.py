@@ -22,7 +22,7 @@ from ..base import MaskingOperator, StftParams
 from ..blocks import WINDOWED_CROSSFADE_S, BlockContext
 from ..dsp import beat_spectrum, median_last, median_of
 from ..registry import register
-from ..spectral import Analysis
+from ..spectral import Analysis, stft
 
 __all__ = [
     "RepetConfig",
@@ -174,31 +174,31 @@ def similarity_spectrogram(
     Parameters
     ----------
     mag : np.ndarray, shape (..., bins, frames)
-    neighbours : list of int arrays, one per frame from ``first`` on (from :func:`similar_frames`)
+    neighbours : list of int arrays, one per modelled frame from ``first`` on (from
+        :func:`similar_frames`); they index all of ``mag``
     block : int
         Frames gathered at once (bounds memory at ``bins x block x max_frames``).
     first : int
-        Frame of ``neighbours[0]``; frames without neighbours are modelled as wholly
-        repeating (the model is the mixture there).
+        Frame of ``neighbours[0]``.
 
     Returns
     -------
-    np.ndarray, float32, shape of ``mag``, capped by ``mag``
+    np.ndarray, float32, shape (..., bins, len(neighbours)): the model of frames ``first``
+    on (all of ``mag``'s by default), capped by ``mag``
     """
     mag = np.asarray(mag, dtype=np.float32)
-    whole = first == 0 and len(neighbours) == mag.shape[-1]
-    model = np.empty_like(mag) if whole else mag.copy()
+    model = np.empty(mag.shape[:-1] + (len(neighbours),), dtype=np.float32)
     counts = np.array([len(n) for n in neighbours])
     # Frames with the same number of similar frames share one gather + median.
     for count in np.unique(counts):
-        frames = first + np.flatnonzero(counts == count)
-        idx = np.stack([neighbours[j - first] for j in frames])  # (n, count)
-        for s in range(0, len(frames), block):
+        rows = np.flatnonzero(counts == count)
+        idx = np.stack([neighbours[j] for j in rows])  # (n, count)
+        for s in range(0, len(rows), block):
             # np.take keeps the C layout (channels, bins, block, count): the partition then
             # runs in place along contiguous rows, 4x faster than on a fancy-indexed copy.
             gathered = np.take(mag, idx[s : s + block], axis=-1)
-            model[..., frames[s : s + block]] = median_last(gathered, overwrite_input=True)
-    return np.minimum(model, mag)
+            model[..., rows[s : s + block]] = median_last(gathered, overwrite_input=True)
+    return np.minimum(model, mag[..., first : first + len(neighbours)], out=model)
 
 
 def foreground_estimate(mag: np.ndarray, background: np.ndarray, highpass_bins: int) -> np.ndarray:
@@ -224,13 +224,21 @@ class _RepetBase(MaskingOperator):
     def stem_names(self) -> list[str]:
         return ["background", "foreground"]
 
-    def _background_model(self, mag: np.ndarray, sr: int, frames: tuple[int, int] | None = None) -> np.ndarray:
+    def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
         raise NotImplementedError
 
-    def estimate(self, spec: np.ndarray, sr: int, frames: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    def estimate(self, spec: np.ndarray, sr: int, model: tuple[np.ndarray, int] | None = None) -> dict[str, np.ndarray]:
+        """``model``: a background already modelled for some frames, ``(W, first frame)``
+        (REPET-SIM's blocks); the other frames are then taken as wholly repeating."""
         c = self.config
         mag = np.abs(spec)  # (channels, bins, frames)
-        background = self._background_model(mag, sr, frames)
+        if model is None:
+            background = self._background_model(mag, sr)
+        else:
+            given, first = model
+            background = mag.copy()
+            n = min(given.shape[-1], mag.shape[-1] - first)
+            background[..., first : first + n] = given[..., :n]
         # Bin k sits at k * sr / n_fft Hz: these are the bins below the cutoff, DC included.
         highpass_bins = int(np.ceil(c.highpass_hz * c.n_fft / sr)) if c.highpass_hz > 0 else 0
         # With W the model and F = V - W the rest, the soft mask W^p / (W^p + F^p) is
@@ -345,7 +353,7 @@ class RepetOperator(_RepetBase):
         context = max(c.n_fft, round(2 * span * sr))
         return BlockContext(context, c.hop_length, min(2 * context, round(WINDOWED_CROSSFADE_S * sr)))
 
-    def _background_model(self, mag: np.ndarray, sr: int, frames: tuple[int, int] | None = None) -> np.ndarray:
+    def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
         p = self.period(mag, sr)
         if p is None:
             return mag.astype(np.float32)
@@ -418,18 +426,36 @@ class RepetSimOperator(_RepetBase):
         return BlockContext((self._max_lag(sr) + 2 * reach + 2) * c.hop_length, c.hop_length)
 
     def separate_block(self, audio: np.ndarray, sr: int, *, keep: tuple[int, int]) -> dict[str, np.ndarray]:
-        # Model only the frames whose windows reach the samples kept: the context's frames
-        # are searched as similar frames, never modelled (3x less work with 60 s blocks).
+        # The context is searched for similar frames, never modelled or masked: only the
+        # frames whose windows reach the samples kept are (3x less work with 60 s blocks,
+        # and the chunk's complex STFT is never held whole).
         c = self.config
-        half = c.n_fft // 2
-        first = max(0, (keep[0] - half) // c.hop_length - 1)
-        return self.separate(audio, sr, frames=(first, (keep[1] + half) // c.hop_length + 2))
+        cfg = self.stft_config()
+        hop, half = cfg.hop_length, cfg.n_fft // 2
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        mag = np.stack([np.abs(stft(ch, cfg.n_fft, hop, cfg.window))[0] for ch in audio])
+        first = max(0, (keep[0] - half) // hop - 1)
+        last = min(mag.shape[-1], (keep[1] + half) // hop + 2)
+        model = similarity_spectrogram(mag, self._neighbours(mag, sr, (first, last)), first=first)
+        del mag
+        # The samples of those frames and a window more each side: their STFT frames equal
+        # the chunk's wherever the kept samples can see them.
+        margin = -(-cfg.n_fft // hop) + 1
+        start = max(0, first - margin) * hop
+        stop = min(audio.shape[1], (last + margin) * hop)
+        stems = MaskingOperator.separate(self, audio[:, start:stop], sr, model=(model, first - start // hop))
+        out = {}
+        for name, stem in stems.items():
+            out[name] = np.zeros_like(audio)
+            out[name][:, start:stop] = stem
+        return out
 
-    def _background_model(self, mag: np.ndarray, sr: int, frames: tuple[int, int] | None = None) -> np.ndarray:
+    def _neighbours(self, mag: np.ndarray, sr: int, rows: tuple[int, int] | None = None) -> list[np.ndarray]:
         c = self.config
         min_distance = max(1, round(c.min_distance_s * sr / c.hop_length))
-        first = 0 if frames is None else max(0, frames[0])
-        neighbours = similar_frames(
-            mag.mean(axis=0), c.min_similarity, min_distance, c.max_repeats, max_lag=self._max_lag(sr), rows=frames,
+        return similar_frames(
+            mag.mean(axis=0), c.min_similarity, min_distance, c.max_repeats, max_lag=self._max_lag(sr), rows=rows,
         )
-        return similarity_spectrogram(mag, neighbours, first=first)
+
+    def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
+        return similarity_spectrogram(mag, self._neighbours(mag, sr))
