@@ -131,6 +131,9 @@ class JobSettings:
     #: memory, when every operator can work in blocks (all but ibm/irm); null: never.
     stream_above_mb: float | None = 64.0
     stream_above_s: float | None = 600.0
+    #: The published metadata is written in at most this many Parquet files (tracks are
+    #: spread over them by id): 8 keep each near 100 MB at a million tracks.
+    metadata_shards: int = 8
     block_s: float = 60.0
     #: A track (decode and every operator) still running after this many seconds becomes
     #: ``timeout`` error rows, and the worker goes on to the next track (null: no limit).
@@ -157,6 +160,8 @@ class JobSettings:
             raise ValueError(f"block_s must be >= 1, got {self.block_s}")
         if self.stream_above_mb is not None and self.stream_above_mb < 0:
             raise ValueError(f"stream_above_mb must be >= 0 or null, got {self.stream_above_mb}")
+        if not 1 <= self.metadata_shards <= 4096:
+            raise ValueError(f"metadata_shards must be in 1..4096, got {self.metadata_shards}")
         if self.stream_above_s is not None and self.stream_above_s < 0:
             raise ValueError(f"stream_above_s must be >= 0 or null, got {self.stream_above_s}")
         if self.track_timeout_s is not None and self.track_timeout_s <= 0:

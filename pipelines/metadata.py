@@ -5,19 +5,23 @@ Workers write one small Parquet *part* per (track, operator) to
 The part is the unit's completeness marker: written last, atomically, under a name derived
 from the unit alone, so a re-run or a restarted run overwrites it instead of adding rows.
 
-After the pipeline the driver consolidates the parts of this run's units into
-``<output>/metadata/stems-<run_id>.parquet`` and removes the files of earlier runs, so
-``<output>/metadata/`` reads as one table without duplicates (pyarrow.dataset, pandas,
-DuckDB ``read_parquet('<output>/metadata/*.parquet')``).
+The parts are the log. The published table is written by the pipeline itself: every unit's
+rows go to one of ``job.metadata_shards`` shard files by their track id (:func:`write_shard`,
+staged under ``<output>/_sepflow/runs/<run_id>/``), with a small summary beside them; after
+the pipeline the driver only moves the shards to
+``<output>/metadata/stems-<run_id>-part-<shard>.parquet`` and removes earlier runs' files
+(:func:`publish`), so ``<output>/metadata/`` reads as one table without duplicates
+(pyarrow.dataset, pandas, DuckDB ``read_parquet('<output>/metadata/*.parquet')``), and the
+driver never reads a part.
 """
 from __future__ import annotations
 
 import io
 import json
 import logging
+import zlib
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import fsspec
 import pyarrow as pa
@@ -27,8 +31,6 @@ from sepops.audio import write_bytes_atomic
 
 from .io import join_uri
 
-if TYPE_CHECKING:  # pipelines.unit imports this module
-    from .unit import Unit
 
 __all__ = [
     "STATUS_ERROR",
@@ -36,13 +38,19 @@ __all__ = [
     "STATUS_SKIPPED",
     "STEM_METADATA_SCHEMA",
     "StemRecord",
-    "consolidate",
+    "empty_summary",
+    "merge_summaries",
+    "publish",
+    "read_summary",
     "dead_letter_uri",
     "part_uri",
     "read_metadata",
     "read_part",
     "records_to_table",
+    "shard_of",
     "write_part",
+    "write_shard",
+    "write_summary",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -180,88 +188,111 @@ def read_part(uri: str) -> pa.Table | None:
         return None
 
 
-def _read_parts(uris: list[str]) -> dict[str, pa.Table | None]:
-    """Fetch many parts at once (fsspec fetches object-store keys concurrently)."""
-    if not uris:
-        return {}
-    fs, _ = fsspec.core.url_to_fs(uris[0])
-    paths = [fsspec.core.url_to_fs(u)[1] for u in uris]
-    fetched = fs.cat(paths, on_error="return")
-    if not isinstance(fetched, dict):  # a single path returns bytes
-        fetched = {paths[0]: fetched}
-    out = {}
-    for uri, path in zip(uris, paths):
-        data = fetched.get(path)
-        if isinstance(data, (bytes, bytearray)):
-            try:
-                out[uri] = pq.read_table(io.BytesIO(data), schema=STEM_METADATA_SCHEMA)
-                continue
-            except Exception:  # noqa: BLE001
-                _LOG.warning("unreadable metadata part %s", uri)
-        out[uri] = None
+#: Where a run stages its metadata shards and writes its summary, under the output.
+RUNS_DIR = "_sepflow/runs"
+#: Errors a summary lists by name (it counts them all).
+SUMMARY_ERRORS = 100
+
+
+def run_dir(output: str, run_id: str) -> str:
+    return join_uri(output, RUNS_DIR, run_id)
+
+
+def shard_of(track_id: str, shards: int) -> int:
+    """The metadata shard of a track (every unit of a track in one shard, stable across runs)."""
+    return zlib.crc32(track_id.encode("utf-8")) % max(1, shards)
+
+
+def empty_summary() -> dict:
+    return {
+        "units_ok": 0, "units_error": 0, "units_skipped": 0, "tracks_ok": 0, "tracks_error": 0,
+        "tracks_skipped": 0, "stems_written": 0, "audio_s": 0.0, "rows": 0, "shards": 0, "errors_total": 0,
+        "errors": [],
+    }
+
+
+def merge_summaries(a: dict, b: dict) -> dict:
+    """Two summaries (of disjoint sets of tracks) as one; the errors listed stay bounded."""
+    out = {k: a[k] + b[k] for k in a if k != "errors"}
+    out["errors"] = sorted(a["errors"] + b["errors"], key=lambda e: (e["track_id"], e["label"]))[:SUMMARY_ERRORS]
     return out
 
 
-def consolidate(output: str, units: list[Unit], run_id: str, sepflow_version: str) -> pa.Table:
-    """Build the run's metadata table from the parts of its units and publish it.
-
-    Parameters
-    ----------
-    units : list of Unit
-        Every (track, operator) of this run.
-
-    Rows written by an earlier run (the unit was complete and skipped) get status
-    ``skipped`` and keep the facts of the run that wrote them. A unit without a part (which a
-    finished pipeline should never leave) becomes an error row ``missing_result``.
-    """
-    uris = [part_uri(output, unit.label, unit.track_id) for unit in units]
-    parts = _read_parts(uris)
-    tables = []
-    missing = []
-    for uri, unit in zip(uris, units):
-        table = parts.get(uri)
-        if table is None or table.num_rows == 0:
-            missing.append(unit)
-            continue
-        tables.append(table)
-    if missing:
-        _LOG.warning("%d (track, operator) units have no recorded result", len(missing))
-        now = utc_now()
-        tables.append(
-            records_to_table(
-                [
-                    unit.record(
-                        STATUS_ERROR, run_id=run_id, version=sepflow_version, created_at=now,
-                        error_type="missing_result",
-                        error_message="the pipeline finished without recording a result for this unit",
-                    )
-                    for unit in missing
-                ]
-            )
-        )
-    table = pa.concat_tables(tables) if tables else STEM_METADATA_SCHEMA.empty_table()
-    # Units kept from an earlier run are this run's "skipped".
-    import pyarrow.compute as pc
-
-    earlier = pc.not_equal(table["run_id"], pa.scalar(run_id))
-    status = pc.if_else(earlier, pa.scalar(STATUS_SKIPPED), table["status"])
-    table = table.set_column(table.schema.get_field_index("status"), STEM_METADATA_SCHEMA.field("status"), status)
-    table = table.sort_by([("track_id", "ascending"), ("label", "ascending"), ("stem", "ascending")])
-    _publish(output, table, run_id)
-    return table
+def write_shard(output: str, run_id: str, shard: int, results: list[dict]) -> dict:
+    """Write the rows of ``results`` (unit results of ``pipelines.transforms.SeparateTrackFn``,
+    all tracks of one shard) as one Parquet file, atomically, staged under the run; return
+    the shard's summary. A unit that a runner ran twice (a retry) counts once, its last result."""
+    units = {(r["track_id"], r["label"]): r for r in results}
+    rows = [row for r in units.values() for row in r["rows"]]
+    table = pa.Table.from_pylist(rows, schema=STEM_METADATA_SCHEMA).sort_by(
+        [("track_id", "ascending"), ("label", "ascending"), ("stem", "ascending")]
+    )
+    write_bytes_atomic(join_uri(run_dir(output, run_id), METADATA_DIR, f"part-{shard:05d}.parquet"), _table_bytes(table))
+    summary = empty_summary()
+    by_track: dict[str, set[str]] = {}
+    for (track_id, _), r in units.items():
+        summary["units_" + r["status"]] += 1
+        by_track.setdefault(track_id, set()).add(r["status"])
+    for statuses in by_track.values():
+        kind = "error" if STATUS_ERROR in statuses else "skipped" if statuses == {STATUS_SKIPPED} else "ok"
+        summary["tracks_" + kind] += 1
+    durations: dict[str, float] = {}
+    for row in rows:
+        if row["status"] == STATUS_OK:
+            summary["stems_written"] += 1
+            if row["duration_s"] is not None:
+                durations[row["track_id"]] = row["duration_s"]
+        elif row["status"] == STATUS_ERROR:
+            summary["errors_total"] += 1
+            summary["errors"].append({k: row[k] or "" for k in ("track_id", "label", "error_type", "error_message")})
+    summary["errors"] = sorted(summary["errors"], key=lambda e: (e["track_id"], e["label"]))[:SUMMARY_ERRORS]
+    summary["audio_s"] = float(sum(durations.values()))
+    summary["rows"] = len(rows)
+    summary["shards"] = 1
+    return summary
 
 
-def _publish(output: str, table: pa.Table, run_id: str) -> None:
-    """Write the run's table, then remove earlier runs' files (so readers never lack a table)."""
+def write_summary(output: str, run_id: str, summary: dict) -> None:
+    write_bytes_atomic(join_uri(run_dir(output, run_id), "summary.json"), json.dumps(summary).encode("utf-8"))
+
+
+def read_summary(output: str, run_id: str) -> dict | None:
+    """The summary the run's pipeline wrote, or ``None`` when it wrote none."""
+    fs, path = fsspec.core.url_to_fs(join_uri(run_dir(output, run_id), "summary.json"))
+    try:
+        return json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
+def publish(output: str, run_id: str) -> int:
+    """Move the run's staged shards into ``<output>/metadata/`` and remove earlier runs' files
+    there: the driver's only metadata work, listings of the shards (bounded by
+    ``job.metadata_shards``), never of the catalog. Returns the number of files published."""
+    staged_dir = join_uri(run_dir(output, run_id), METADATA_DIR)
     metadata_dir = join_uri(output, METADATA_DIR)
-    target = join_uri(metadata_dir, f"stems-{run_id}.parquet")
-    write_bytes_atomic(target, _table_bytes(table))
-    fs, dir_path = fsspec.core.url_to_fs(metadata_dir)
-    _, target_path = fsspec.core.url_to_fs(target)
+    fs, staged_path = fsspec.core.url_to_fs(staged_dir)
+    _, metadata_path = fsspec.core.url_to_fs(metadata_dir)
     fs.invalidate_cache()
-    for path in fs.find(dir_path):
-        if path != target_path and path.endswith(".parquet"):
+    try:
+        staged = sorted(p for p in fs.ls(staged_path, detail=False) if p.endswith(".parquet"))
+    except FileNotFoundError:
+        staged = []
+    try:
+        earlier = [p for p in fs.ls(metadata_path, detail=False) if p.endswith(".parquet")]
+    except FileNotFoundError:
+        earlier = []
+    fs.makedirs(metadata_path, exist_ok=True)
+    published = []
+    for path in staged:
+        target = f"{metadata_path}/stems-{run_id}-{path.rsplit('/', 1)[-1]}"
+        fs.mv(path, target)
+        published.append(target)
+    # New files first, then the old ones go: readers never lack a table.
+    for path in earlier:
+        if path not in published:
             fs.rm_file(path)
+    return len(published)
 
 
 def read_metadata(output: str) -> pa.Table:

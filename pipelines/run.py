@@ -47,13 +47,12 @@ from .io import Track, join_uri, match_inputs
 from .metadata import (
     METADATA_DIR,
     PARTS_DIR,
-    STATUS_ERROR,
-    STATUS_OK,
-    STATUS_SKIPPED,
-    consolidate,
+    publish,
+    read_metadata,
+    read_summary,
+    run_dir,
 )
-from .transforms import SeparateCatalog
-from .unit import Unit
+from .transforms import SeparateCatalog, WriteMetadata
 
 __all__ = ["RunSummary", "make_runner", "pipeline_options", "run_job"]
 
@@ -130,18 +129,28 @@ class RunSummary:
     stems_written: int
     audio_s: float
     wall_s: float
+    #: The first errors (``metadata.SUMMARY_ERRORS`` of them, by track id); ``errors_total``
+    #: counts them all.
     errors: list = field(default_factory=list)
+    errors_total: int = 0
     #: Beam's ``sepflow`` counters (tracks, units_ok, units_error, units_skipped, audio_ms),
     #: where the runner reports metrics (not the DaskRunner).
     beam_counters: dict = field(default_factory=dict)
-    metadata: pa.Table | None = field(default=None, repr=False)
 
     @property
     def tracks(self) -> int:
         return self.tracks_ok + self.tracks_error + self.tracks_skipped
 
+    @property
+    def metadata(self) -> pa.Table:
+        """The published metadata table, read on first use (a full read of the run's rows:
+        the run itself never needs it)."""
+        if "_metadata" not in self.__dict__:
+            self.__dict__["_metadata"] = read_metadata(self.output)
+        return self.__dict__["_metadata"]
+
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "metadata"}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def table(self) -> str:
         """The summary as a Markdown table."""
@@ -165,44 +174,17 @@ class RunSummary:
             lines += ["", "| track | operator | error | message |", "|---|---|---|---|"]
             for e in self.errors[:20]:
                 lines.append(f"| {e['track_id']} | {e['label']} | {e['error_type']} | {e['error_message'][:120]} |")
-            if len(self.errors) > 20:
-                lines.append(f"| ... {len(self.errors) - 20} more in {join_uri(self.output, 'dead_letter')} | | | |")
+            if self.errors_total > 20:
+                lines.append(f"| ... {self.errors_total - 20} more in {join_uri(self.output, 'dead_letter')} | | | |")
         return "\n".join(lines)
 
 
-def summarize(table: pa.Table, run_id: str, output: str, runner: str, wall_s: float) -> RunSummary:
-    rows = table.select(["track_id", "label", "stem", "status", "duration_s", "error_type", "error_message"]).to_pylist()
-    unit_status: dict[tuple[str, str], str] = {}
-    track_duration: dict[str, float] = {}
-    errors = []
-    for r in rows:
-        unit_status[(r["track_id"], r["label"])] = r["status"]
-        if r["status"] == STATUS_OK and r["duration_s"] is not None:
-            track_duration[r["track_id"]] = r["duration_s"]
-        if r["status"] == STATUS_ERROR:
-            errors.append({k: r[k] or "" for k in ("track_id", "label", "error_type", "error_message")})
-    by_track: dict[str, set[str]] = {}
-    for (track_id, _), status in unit_status.items():
-        by_track.setdefault(track_id, set()).add(status)
-    tracks_error = sum(1 for s in by_track.values() if STATUS_ERROR in s)
-    tracks_skipped = sum(1 for s in by_track.values() if s == {STATUS_SKIPPED})
-    units = list(unit_status.values())
-    return RunSummary(
-        run_id=run_id,
-        output=output,
-        runner=runner,
-        tracks_ok=len(by_track) - tracks_error - tracks_skipped,
-        tracks_error=tracks_error,
-        tracks_skipped=tracks_skipped,
-        units_ok=units.count(STATUS_OK),
-        units_error=units.count(STATUS_ERROR),
-        units_skipped=units.count(STATUS_SKIPPED),
-        stems_written=sum(1 for r in rows if r["status"] == STATUS_OK),
-        audio_s=float(sum(track_duration.values())),
-        wall_s=wall_s,
-        errors=errors,
-        metadata=table,
-    )
+def summary_of(pipeline_summary: dict, run_id: str, output: str, runner: str, wall_s: float) -> RunSummary:
+    """The run's summary from the one the pipeline wrote (``metadata.write_shard``)."""
+    keys = ("tracks_ok", "tracks_error", "tracks_skipped", "units_ok", "units_error", "units_skipped",
+            "stems_written", "audio_s", "errors", "errors_total")
+    return RunSummary(run_id=run_id, output=output, runner=runner, wall_s=wall_s,
+                      **{k: pipeline_summary[k] for k in keys})
 
 
 class _ProgressLine:
@@ -318,7 +300,11 @@ def run_job(
     _LOG.info("run %s: %d tracks x %d operators with %s -> %s", run_id, len(tracks), len(job.operators), runner_name, output)
 
     pipeline = beam.Pipeline(runner=runner, options=options)
-    _ = pipeline | "SeparateCatalog" >> SeparateCatalog(tracks, job, output, run_id, overwrite)
+    _ = (
+        pipeline
+        | "SeparateCatalog" >> SeparateCatalog(tracks, job, output, run_id, overwrite)
+        | "WriteMetadata" >> WriteMetadata(output, run_id, job.job.metadata_shards)
+    )
     show_progress = progress and _runner_name(options) != "dataflowrunner"
     interval = 1.0 if "://" not in output else 5.0
     watcher = (
@@ -340,10 +326,12 @@ def run_job(
     # leaves its temporary file: with the pipeline done, nothing writes any more.
     _remove_orphaned_temp_files(output)
 
-    version = sepflow_version()
-    units = [Unit.of(t, s, job) for t in tracks for s in job.operators]
-    table = consolidate(output, units, run_id, version)
-    summary = summarize(table, run_id, output, runner_name, time.perf_counter() - started)
+    written = read_summary(output, run_id)
+    if written is None:
+        raise RuntimeError(f"the pipeline of run {run_id} ended without writing its summary")
+    publish(output, run_id)
+    _remove_run_dir(output, run_id)
+    summary = summary_of(written, run_id, output, runner_name, time.perf_counter() - started)
     summary.beam_counters = counters
     _write_run_record(output, run_id, job, inputs, beam_args, summary)
     if progress:
@@ -394,6 +382,15 @@ def _remove_orphaned_temp_files(output: str) -> None:
         for name in names:
             if _TEMP_FILE.match(name):
                 os.remove(os.path.join(folder, name))
+
+
+def _remove_run_dir(output: str, run_id: str) -> None:
+    """The run's staging folder, empty once its shards are published, with its summary."""
+    fs, path = fsspec.core.url_to_fs(run_dir(output, run_id))
+    try:
+        fs.rm(path, recursive=True)
+    except (FileNotFoundError, OSError):
+        pass
 
 
 def _write_run_record(output, run_id, job, inputs, beam_args, summary) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import apache_beam as beam
@@ -44,6 +45,12 @@ from .metadata import (
     STATUS_OK,
     STATUS_SKIPPED,
     StemRecord,
+    empty_summary,
+    merge_summaries,
+    shard_of,
+    utc_now,
+    write_shard,
+    write_summary,
     part_uri,
     read_part,
 )
@@ -57,7 +64,7 @@ from .unit import (
     can_stream,
     decode_track,
     fail_unit,
-    is_complete,
+    complete_rows,
     read_source_tags,
     separate_unit,
     source_size,
@@ -67,7 +74,7 @@ from .unit import (
     streams,
 )
 
-__all__ = ["SeparateCatalog", "SeparateTrackFn", "operator_builds", "operators_for", "stem_uri"]
+__all__ = ["SeparateCatalog", "SeparateTrackFn", "WriteMetadata", "operator_builds", "operators_for", "stem_uri"]
 
 _METRICS_NAMESPACE = "sepflow"
 _LOG = logging.getLogger(__name__)
@@ -122,9 +129,13 @@ class SeparateTrackFn(beam.DoFn):
         todo = []
         for spec in self.job.operators:
             unit = Unit.of(track, spec, self.job)
-            if not self.overwrite and is_complete(unit, self.job, self.output, self._operators[unit.label]):
+            rows = None if self.overwrite else complete_rows(unit, self.job, self.output, self._operators[unit.label])
+            if rows is not None:
                 self.units_skipped.inc()
-                yield {"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED}
+                # Rows an earlier run wrote are this run's "skipped" (a runner's retry within
+                # this run finds its own rows: they stay as they are).
+                rows = [r if r["run_id"] == self.run_id else dict(r, status=STATUS_SKIPPED) for r in rows]
+                yield {"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED, "rows": rows}
             else:
                 todo.append(unit)
         if not todo:
@@ -137,11 +148,12 @@ class SeparateTrackFn(beam.DoFn):
         if audio_s:
             self.audio_ms.inc(int(1000 * audio_s))
         for unit, records, duration_s in outcomes:
-            if records is None:  # stems written, part not: consolidation reports missing_result
-                self.units_error.inc()
-                yield {"track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR}
-            else:
-                yield self._result(unit, records, duration_s=duration_s)
+            if records is None:  # stems written, part not: the unit is redone by the next run
+                records = [unit.record(
+                    STATUS_ERROR, run_id=self.run_id, version=self._version, created_at=utc_now(),
+                    error_type="missing_result", error_message="the unit's metadata part could not be written",
+                )]
+            yield self._result(unit, records, duration_s=duration_s)
 
     def _separate_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None):
         """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
@@ -232,14 +244,15 @@ class SeparateTrackFn(beam.DoFn):
         return outcomes, 0.0
 
     def _result(self, unit: Unit, records: list[StemRecord], duration_s: float | None = None) -> dict[str, Any]:
-        """The unit's result dict, counted as ok or error."""
+        """The unit's result dict with its metadata rows, counted as ok or error."""
+        rows = [asdict(r) for r in records]
         if records[0].status == STATUS_OK:
             self.units_ok.inc()
-            return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_OK, "duration_s": duration_s}
+            return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_OK, "duration_s": duration_s,
+                    "rows": rows}
         self.units_error.inc()
-        return {
-            "track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR, "error_type": records[0].error_type
-        }
+        return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR,
+                "error_type": records[0].error_type, "rows": rows}
 
 
 def _records_of(unit: Unit, part: str) -> list[StemRecord]:
@@ -260,24 +273,82 @@ def _remove(uris: list[str]) -> None:
 
 
 class SeparateCatalog(beam.PTransform):
-    """``Create(tracks) -> Reshuffle -> ParDo(SeparateTrackFn)``: the whole catalog job.
+    """``Reshuffle -> ParDo(SeparateTrackFn)`` over a PCollection of ``Track`` (or, applied to
+    the pipeline root, ``Create(tracks)`` first): the separation of the catalog.
 
-    Apply it to the pipeline root (``pipeline | SeparateCatalog(...)``). Its output holds one
-    small dict per (track, operator); the metadata itself is written by the workers.
+    Its output holds one dict per (track, operator): ``track_id``, ``label``, ``status``,
+    ``duration_s`` or ``error_type``, and ``rows``, the unit's metadata rows (dicts of
+    ``STEM_METADATA_SCHEMA``'s columns), which :class:`WriteMetadata` publishes.
     """
 
-    def __init__(self, tracks: list[Track], job: JobConfig, output: str, run_id: str, overwrite: bool = False):
+    def __init__(self, tracks: list[Track] | None, job: JobConfig, output: str, run_id: str, overwrite: bool = False):
         super().__init__()
-        self.tracks = list(tracks)
+        self.tracks = None if tracks is None else list(tracks)
         self.job = job
         self.output = output
         self.run_id = run_id
         self.overwrite = overwrite
 
-    def expand(self, pbegin):
+    def expand(self, pcoll):
+        if isinstance(pcoll, beam.pvalue.PBegin):
+            pcoll = pcoll | "ListTracks" >> beam.Create(self.tracks or [])
         return (
-            pbegin
-            | "ListTracks" >> beam.Create(self.tracks)
+            pcoll
             | "SpreadOverWorkers" >> beam.Reshuffle()
             | "Separate" >> beam.ParDo(SeparateTrackFn(self.job, self.output, self.run_id, self.overwrite))
+        )
+
+
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, output: str, run_id: str):
+        self.output, self.run_id = output, run_id
+
+    def process(self, keyed):
+        shard, results = keyed
+        yield write_shard(self.output, self.run_id, shard, list(results))
+
+
+class _MergeSummaries(beam.CombineFn):
+    def create_accumulator(self):
+        return empty_summary()
+
+    def add_input(self, acc, summary):
+        return merge_summaries(acc, summary)
+
+    def merge_accumulators(self, accs):
+        out = empty_summary()
+        for a in accs:
+            out = merge_summaries(out, a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class WriteMetadata(beam.PTransform):
+    """Unit results -> the run's metadata, written by the workers.
+
+    ``Map(shard of track_id) -> GroupByKey -> ParDo(write the shard) ->
+    CombineGlobally(merge the shards' summaries) -> Map(write the summary)``: every unit of a
+    track lands in one of ``shards`` Parquet files (``metadata.write_shard``, each atomic,
+    staged under the run until :func:`pipelines.metadata.publish` moves them into
+    ``<output>/metadata/``), and the summary (counts, audio seconds, the first errors) is
+    one small JSON the driver reads. A linear chain, written from ``process`` only (the
+    DaskRunner drops ``finish_bundle`` outputs and runs only a graph's last branch).
+    """
+
+    def __init__(self, output: str, run_id: str, shards: int):
+        super().__init__()
+        self.output, self.run_id, self.shards = output, run_id, shards
+
+    def expand(self, results):
+        shards = self.shards
+        output, run_id = self.output, self.run_id
+        return (
+            results
+            | "ByShard" >> beam.Map(lambda r: (shard_of(r["track_id"], shards), r))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(output, run_id))
+            | "Summarize" >> beam.CombineGlobally(_MergeSummaries())
+            | "WriteSummary" >> beam.Map(lambda summary: write_summary(output, run_id, summary))
         )

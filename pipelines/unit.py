@@ -207,23 +207,31 @@ def _unit_stem_uri(unit: Unit, job: JobConfig, output: str, stem: str) -> str:
     return stem_uri(output, unit.track_id, unit.label, stem, job.audio.extension, by_label=job.stems_by_label)
 
 
-def is_complete(unit: Unit, job: JobConfig, output: str, operator: Operator) -> bool:
-    """True when an earlier run left this unit's stems and an ok part with the same digest."""
+def complete_rows(unit: Unit, job: JobConfig, output: str, operator: Operator) -> list[dict] | None:
+    """The rows of this unit's part when an earlier run left its stems and an ok part with
+    the same digest (the unit is then skipped), else ``None``."""
     part = read_part(part_uri(output, unit.label, unit.track_id))
     if part is None or part.num_rows == 0:
-        return False
+        return None
     rows = part.to_pylist()
     if any(r["status"] not in (STATUS_OK, STATUS_SKIPPED) or r["config_digest"] != unit.config_digest for r in rows):
-        return False
+        return None
     expected_stems = set(operator.stem_names)
     if expected_stems and {r["stem"] for r in rows} != expected_stems:
-        return False
+        return None
     # Stems recorded elsewhere (the other layout: the config went from one operator to
     # several or back) are redone where this job puts them.
     if any(r["stem_uri"] != _unit_stem_uri(unit, job, output, r["stem"]) for r in rows):
-        return False
+        return None
     fs, _ = fsspec.core.url_to_fs(rows[0]["stem_uri"])
-    return all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows)
+    if not all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows):
+        return None
+    return rows
+
+
+def is_complete(unit: Unit, job: JobConfig, output: str, operator: Operator) -> bool:
+    """True when an earlier run left this unit's stems and an ok part with the same digest."""
+    return complete_rows(unit, job, output, operator) is not None
 
 
 class LongTrack(Exception):

@@ -130,7 +130,7 @@ def test_rerun_skips_complete_tracks_and_overwrite_redoes_them(catalog, tmp_path
     assert set(table.column("status").to_pylist()) == {"skipped"}
     assert comparable(table) == [dict(r, status="skipped") for r in comparable(first.metadata)]
     assert [p.stat().st_mtime_ns for p in stem_files] == mtimes
-    assert len(list((out / "metadata").glob("*.parquet"))) == 1
+    assert_only_this_runs_metadata(out, again)
 
     # A changed parameter changes the outputs, so those tracks are redone without --overwrite.
     changed = run_job(hpss_job("audio.subtype=PCM_24"), inputs, str(out), progress=False)
@@ -245,7 +245,7 @@ def test_killed_run_restarts_without_duplicates(data_dir, manifest, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in done_stems} == done_stems
     files = tree_files(out)
     assert not [f for f in files if f.endswith(".tmp") or "/." in f or f.startswith(".")]
-    assert len(list((out / "metadata").glob("*.parquet"))) == 1
+    assert_only_this_runs_metadata(out)
 
 
 def test_sepflow_run_command(catalog, tmp_path, capsys):
@@ -311,3 +311,12 @@ def test_multi_operator_job_writes_each_operator_under_its_label(catalog, tmp_pa
     assert set(table.column("status").to_pylist()) == {"skipped"} and set(table.column("label").to_pylist()) == {"hpss_binary"}
     assert all("/hpss_binary/" in u for u in table.column("stem_uri").to_pylist())
     assert {p: p.stat().st_mtime_ns for p in (out / "stems").rglob("*.wav")} == mtimes
+
+
+def assert_only_this_runs_metadata(out: Path, summary=None) -> None:
+    """The published metadata is one run's shards alone, the latest's (earlier runs' files
+    removed)."""
+    files = sorted((out / "metadata").glob("*.parquet"))
+    assert 1 <= len(files) <= hpss_job().job.metadata_shards
+    runs = {f.name.split("-part-")[0] for f in files}
+    assert len(runs) == 1 and (summary is None or runs == {f"stems-{summary.run_id}"}), files

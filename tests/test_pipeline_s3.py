@@ -83,9 +83,10 @@ def test_s3_in_and_out_match_a_local_run(s3, local_catalog, tmp_path):
     assert_hpss_quality(tracks, stems)
     assert all(u.startswith(f"s3://{BUCKET}/out/run1/stems/") for u in table.column("stem_uri").to_pylist())
     assert all(u.startswith(f"s3://{BUCKET}/in/") for u in table.column("source_uri").to_pylist())
-    # pandas reads the published metadata straight from the bucket too.
-    (key,) = s3.glob(f"{BUCKET}/out/run1/metadata/*.parquet")
-    frame = pd.read_parquet(io.BytesIO(s3.cat_file(key)))
+    # pandas reads the published metadata (the run's shards) straight from the bucket too.
+    keys = s3.glob(f"{BUCKET}/out/run1/metadata/*.parquet")
+    assert 1 <= len(keys) <= job.job.metadata_shards
+    frame = pd.concat([pd.read_parquet(io.BytesIO(s3.cat_file(key))) for key in keys])
     assert len(frame) == table.num_rows
     assert not s3.glob(f"{BUCKET}/out/run1/**/*.tmp")
 
