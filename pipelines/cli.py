@@ -103,6 +103,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return EXIT_USAGE
     if not args.progress:  # the summary was not printed yet
         print(summary.table(), file=sys.stderr)
+    if summary.inputs_unmatched:  # the other inputs ran; a scheduled job must not look clean
+        for message in summary.inputs_unmatched:
+            print(f"sepflow run: {message}", file=sys.stderr)
+        return EXIT_USAGE
     if args.strict and summary.tracks_error:
         return EXIT_TRACK_ERRORS
     return EXIT_OK

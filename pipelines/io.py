@@ -21,6 +21,7 @@ import os
 import posixpath
 import re
 import unicodedata
+import zlib
 from dataclasses import dataclass
 
 import fsspec
@@ -29,11 +30,19 @@ from sepops.audio import is_local
 
 __all__ = [
     "InputError",
+    "InputPattern",
+    "MatchedFile",
     "Track",
+    "common_root",
+    "disambiguate",
+    "expand_input",
     "join_uri",
     "make_track_id",
     "match_inputs",
+    "name_track",
+    "plan_inputs",
     "read_manifest",
+    "remove_orphaned_temp_files",
     "safe_path_component",
 ]
 
@@ -183,8 +192,137 @@ def _common_root(roots: list[str]) -> str:
     return prefix + "/".join(common)
 
 
+@dataclass(frozen=True)
+class InputPattern:
+    """One ``--input`` as the driver plans it, without listing anything: its kind and, for
+    globs, folders and files, the folder its track ids are relative to."""
+
+    spec: str
+    #: "glob", "folder", "file" or "manifest".
+    kind: str
+    #: fsspec path of the id root; ``None`` for a manifest (its entries' common folder).
+    root: str | None
+    #: Position among the inputs: a file matched by two inputs keeps the first one's id.
+    index: int
+
+
+@dataclass(frozen=True)
+class MatchedFile:
+    """One file an input matched, before its id is fixed (that needs every input's root)."""
+
+    path: str
+    uri: str
+    #: This file's candidate for the common id root (its input's root, or for a manifest
+    #: entry its folder): the job's root is the deepest folder common to all of them.
+    root: str
+    explicit_id: str | None
+    index: int
+
+
+def plan_inputs(inputs: list[str]) -> list[InputPattern]:
+    """The inputs' kinds and roots, from the patterns alone: at most one ``isdir`` or
+    ``exists`` per input, never a listing (the listing is :func:`expand_input`'s, on the
+    workers).
+
+    Raises
+    ------
+    InputError
+        No input, inputs of several storage schemes, or a named file that does not exist.
+    """
+    if not inputs:
+        raise InputError("no --input given")
+    protocols = {_protocol(fsspec.core.url_to_fs(spec)[0]) for spec in inputs}
+    if len(protocols) > 1:
+        raise InputError(
+            f"inputs mix storage schemes ({', '.join(sorted(protocols))}); run one job per scheme, "
+            "or list the files in a manifest"
+        )
+    patterns = []
+    for index, spec in enumerate(inputs):
+        fs, path = fsspec.core.url_to_fs(spec)
+        if not _GLOB_CHARS.search(path) and path.lower().endswith(MANIFEST_EXTENSIONS):
+            if not fs.exists(path):
+                raise InputError(f"manifest not found: {spec}")
+            patterns.append(InputPattern(spec, "manifest", None, index))
+        elif _GLOB_CHARS.search(path):
+            root = _glob_root(path)
+            if root and "://" not in spec and not fs.exists(root):  # local: one stat says it now
+                raise InputError(f"input {spec!r} matched no files: {root} does not exist")
+            patterns.append(InputPattern(spec, "glob", root, index))
+        elif fs.isdir(path):
+            patterns.append(InputPattern(spec, "folder", path.rstrip("/"), index))
+        elif fs.exists(path):
+            patterns.append(InputPattern(spec, "file", path.rsplit("/", 1)[0] if "/" in path else "", index))
+        else:
+            raise InputError(f"input not found: {spec}")
+    return patterns
+
+
+def expand_input(
+    pattern: InputPattern, extensions: tuple[str, ...], *, shard: int = 0, shards: int = 1
+) -> list[MatchedFile]:
+    """The files ``pattern`` matches (those of ``shard`` of ``shards``, by a hash of their
+    path, so that several workers can share one listing's work).
+
+    Raises
+    ------
+    InputError
+        The input matched nothing, or a manifest is unreadable, lacks a URI column or lists
+        files of another storage scheme.
+    """
+    extensions = tuple(e.lower().lstrip(".") for e in extensions)
+    fs, path = fsspec.core.url_to_fs(pattern.spec)
+    found: list[tuple[str, str, str | None]] = []  # (fs path, root candidate, explicit id)
+    if pattern.kind == "manifest":
+        protocol = _protocol(fs)
+        for uri, track_id in read_manifest(pattern.spec):
+            fs_r, p = fsspec.core.url_to_fs(uri)
+            if _protocol(fs_r) != protocol:
+                raise InputError(
+                    f"manifest {pattern.spec} lists {uri}, of another storage scheme than the manifest's; "
+                    "run one job per scheme"
+                )
+            found.append((p, p.rsplit("/", 1)[0], track_id))
+    elif pattern.kind == "glob":
+        matches = fs.glob(path, detail=True)
+        # Directories matched by a wildcard are only containers, unless they are named like
+        # audio files (then they become error rows: the user's pattern chose them).
+        hits = [p for p, info in sorted(matches.items()) if info.get("type") != "directory" or _has_extension(p, extensions)]
+        if not hits:
+            raise InputError(f"input {pattern.spec!r} matched no files")
+        found = [(p, pattern.root, None) for p in hits]
+    elif pattern.kind == "folder":
+        matches = fs.find(path, withdirs=True, detail=True)
+        hits = [p for p, info in sorted(matches.items()) if p != path and _has_extension(p, extensions)]
+        if not hits:
+            raise InputError(f"folder {pattern.spec!r} holds no files with extensions {', '.join(extensions)}")
+        found = [(p, pattern.root, None) for p in hits]
+    else:
+        found = [(path, pattern.root, None)]
+    return [
+        MatchedFile(p, _to_uri(fs, p), root, explicit_id, pattern.index)
+        for p, root, explicit_id in found
+        if shards <= 1 or zlib.crc32(p.encode("utf-8")) % shards == shard
+    ]
+
+
+def common_root(roots: list[str]) -> str:
+    """The deepest folder shared by ``roots`` (fsspec paths): associative, so it can be
+    combined over any grouping of the matched files."""
+    return _common_root(roots)
+
+
+def name_track(matched: MatchedFile, root: str) -> Track:
+    """The track of a matched file, its id relative to the job's id ``root``."""
+    if matched.explicit_id:
+        return Track(make_track_id(matched.explicit_id, strip_extension=False), matched.uri)
+    rel = matched.path[len(root):] if root and matched.path.startswith(root) else matched.path
+    return Track(make_track_id(rel), matched.uri)
+
+
 def match_inputs(inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav")) -> list[Track]:
-    """Resolve globs, folders, files and manifests into tracks with unique, safe ids.
+    """Resolve globs, folders, files and manifests into tracks with unique, safe ids, all in
+    this process (the catalog job does the same on its workers: :class:`pipelines.transforms.MatchCatalog`).
 
     Raises
     ------
@@ -192,78 +330,16 @@ def match_inputs(inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav"
         When an input matches nothing, a named file or manifest is missing, or inputs mix
         storage schemes (they need one common root for the track ids).
     """
-    if not inputs:
-        raise InputError("no --input given")
-    extensions = tuple(e.lower().lstrip(".") for e in extensions)
-    protocols = {_protocol(fsspec.core.url_to_fs(spec)[0]) for spec in inputs}
-    if len(protocols) > 1:
-        raise InputError(
-            f"inputs mix storage schemes ({', '.join(sorted(protocols))}); run one job per scheme, "
-            "or list the files in a manifest"
-        )
-    found: list[tuple[str, str, str | None]] = []  # (fs path, root, explicit track id)
-    roots = []
-    fs = None
-    for spec in inputs:
-        fs_i, path = fsspec.core.url_to_fs(spec)
-        fs = fs_i
-        if not _GLOB_CHARS.search(path) and path.lower().endswith(MANIFEST_EXTENSIONS):
-            rows = read_manifest(spec)
-            entries = []
-            for uri, track_id in rows:
-                fs_r, p = fsspec.core.url_to_fs(uri)
-                protocols.add(_protocol(fs_r))
-                entries.append((p, track_id))
-            root = _common_root([p.rsplit("/", 1)[0] for p, _ in entries])
-            found.extend((p, root, tid) for p, tid in entries)
-            roots.append(root)
-        elif _GLOB_CHARS.search(path):
-            matches = fs_i.glob(path, detail=True)
-            root = _glob_root(path)
-            # Directories matched by a wildcard are only containers, unless they are named
-            # like audio files (then they become error rows: the user's pattern chose them).
-            hits = [
-                p for p, info in sorted(matches.items())
-                if info.get("type") != "directory" or _has_extension(p, extensions)
-            ]
-            if not hits:
-                raise InputError(f"input {spec!r} matched no files")
-            found.extend((p, root, None) for p in hits)
-            roots.append(root)
-        elif fs_i.isdir(path):
-            matches = fs_i.find(path, withdirs=True, detail=True)
-            hits = [p for p, info in sorted(matches.items()) if p != path and _has_extension(p, extensions)]
-            if not hits:
-                raise InputError(f"folder {spec!r} holds no files with extensions {', '.join(extensions)}")
-            found.extend((p, path.rstrip("/"), None) for p in hits)
-            roots.append(path.rstrip("/"))
-        elif fs_i.exists(path):
-            root = path.rsplit("/", 1)[0] if "/" in path else ""
-            found.append((path, root, None))
-            roots.append(root)
-        else:
-            raise InputError(f"input not found: {spec}")
-    if len(protocols) > 1:
-        raise InputError(
-            f"inputs mix storage schemes ({', '.join(sorted(protocols))}); run one job per scheme, "
-            "or list the files in a manifest"
-        )
-    root = _common_root(roots)
-    tracks: dict[str, Track] = {}
-    for path, _, explicit_id in found:
-        uri = _to_uri(fs, path)
-        if uri in tracks:
-            continue  # the same file matched by two patterns
-        if explicit_id:
-            track_id = make_track_id(explicit_id, strip_extension=False)
-        else:
-            rel = path[len(root):] if root and path.startswith(root) else path
-            track_id = make_track_id(rel)
-        tracks[uri] = Track(track_id, uri)
-    return _disambiguate(list(tracks.values()))
+    matched = [m for p in plan_inputs(list(inputs)) for m in expand_input(p, tuple(extensions))]
+    root = common_root([m.root for m in matched])
+    first: dict[str, MatchedFile] = {}
+    for m in matched:
+        if m.uri not in first or m.index < first[m.uri].index:  # the same file matched twice
+            first[m.uri] = m
+    return disambiguate([name_track(m, root) for m in first.values()])
 
 
-def _disambiguate(tracks: list[Track]) -> list[Track]:
+def disambiguate(tracks: list[Track]) -> list[Track]:
     """Give tracks whose ids collide (``a.flac`` and ``a.wav``, ``a b`` and ``a_b``, ``Song``
     and ``song``, NFC and NFD spellings of one name) a suffix derived from their URI, so ids
     stay unique, also on case-insensitive stores, and stable from run to run. The shared id
@@ -280,3 +356,27 @@ def _disambiguate(tracks: list[Track]) -> list[Track]:
             suffix = hashlib.sha1(t.source_uri.encode("utf-8")).hexdigest()[:8]
             out.append(Track(f"{t.track_id}-{suffix}", t.source_uri, id_collision=t.track_id))
     return sorted(out, key=lambda t: t.track_id)
+
+
+# sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def remove_orphaned_temp_files(output: str) -> int:
+    """Delete temporary files that killed writers left in a local output folder (a worker
+    killed mid-write, whose work the runner redid elsewhere, or a killed earlier run).
+
+    The last step of the pipeline, on a worker, once every unit is written (the driver never
+    walks the output). Object stores never hold such files (uploads are single requests).
+    Assumes one run per output at a time, as the skip/overwrite logic does anyway. Returns
+    how many were removed.
+    """
+    if "://" in output or not os.path.isdir(output):
+        return 0
+    removed = 0
+    for folder, _, names in os.walk(output):
+        for name in names:
+            if _TEMP_FILE.match(name):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed

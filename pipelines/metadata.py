@@ -31,24 +31,26 @@ from sepops.audio import write_bytes_atomic
 
 from .io import join_uri
 
-
 __all__ = [
     "STATUS_ERROR",
     "STATUS_OK",
     "STATUS_SKIPPED",
     "STEM_METADATA_SCHEMA",
     "StemRecord",
+    "dead_letter_uri",
     "empty_summary",
     "merge_summaries",
-    "publish",
-    "read_summary",
-    "dead_letter_uri",
     "part_uri",
+    "publish",
+    "read_input_reports",
     "read_metadata",
     "read_part",
+    "read_summary",
     "records_to_table",
     "shard_of",
+    "write_input_report",
     "write_part",
+    "write_progress",
     "write_shard",
     "write_summary",
 ]
@@ -250,6 +252,37 @@ def write_shard(output: str, run_id: str, shard: int, results: list[dict]) -> di
     summary["rows"] = len(rows)
     summary["shards"] = 1
     return summary
+
+
+def write_input_report(output: str, run_id: str, index: int, shard: int, report: dict) -> None:
+    """What one shard of one input's listing matched (``matched``) or why not (``error``)."""
+    uri = join_uri(run_dir(output, run_id), "inputs", f"{index:05d}-{shard:05d}.json")
+    write_bytes_atomic(uri, json.dumps(report).encode("utf-8"))
+
+
+def read_input_reports(output: str, run_id: str) -> dict[int, dict]:
+    """Per input (by position): ``spec``, ``matched`` (files, summed over its shards) and the
+    ``errors`` met listing it. One listing of the run's reports: a few per input."""
+    fs, path = fsspec.core.url_to_fs(join_uri(run_dir(output, run_id), "inputs"))
+    fs.invalidate_cache()
+    try:
+        paths = sorted(fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return {}
+    out: dict[int, dict] = {}
+    for p in paths:
+        report = json.loads(fs.cat_file(p))
+        entry = out.setdefault(int(p.rsplit("/", 1)[-1].split("-")[0]), {"spec": report["spec"], "matched": 0, "errors": []})
+        entry["matched"] += report["matched"]
+        if report["error"] and report["error"] not in entry["errors"]:
+            entry["errors"].append(report["error"])
+    return out
+
+
+def write_progress(output: str, run_id: str, writer: str, counts: dict[str, int]) -> None:
+    """One worker's running counts of units done (``ok``, ``error``, ``skipped``)."""
+    uri = join_uri(run_dir(output, run_id), "progress", f"{writer}.json")
+    write_bytes_atomic(uri, json.dumps(counts).encode("utf-8"))
 
 
 def write_summary(output: str, run_id: str, summary: dict) -> None:

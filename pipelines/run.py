@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -43,16 +42,16 @@ from apache_beam.options.pipeline_options import (
 
 from . import sepflow_version
 from .config import JobConfig
-from .io import Track, join_uri, match_inputs
+from .io import InputError, join_uri, plan_inputs
 from .metadata import (
     METADATA_DIR,
-    PARTS_DIR,
     publish,
+    read_input_reports,
     read_metadata,
     read_summary,
     run_dir,
 )
-from .transforms import SeparateCatalog, WriteMetadata
+from .transforms import MatchCatalog, SeparateCatalog, WriteMetadata
 
 __all__ = ["RunSummary", "make_runner", "pipeline_options", "run_job"]
 
@@ -65,7 +64,22 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
-def pipeline_options(beam_args: Sequence[str], n_tracks: int) -> PipelineOptions:
+#: On the DaskRunner each input's listing is split into this many shards (unless
+#: ``--dask_npartitions`` says how many): they are the partitions the tracks are separated in.
+DASK_MATCH_SHARDS = 16
+
+
+def match_shards(options: PipelineOptions) -> int:
+    """Shards of each input's listing: 1, except on the DaskRunner, whose ``Reshuffle`` does
+    not spread elements (partitions are fixed where the pipeline's ``Create`` makes them)."""
+    if _runner_name(options) != "daskrunner":
+        return 1
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    return getattr(options.view_as(DaskOptions), "npartitions", None) or DASK_MATCH_SHARDS
+
+
+def pipeline_options(beam_args: Sequence[str], n_inputs: int) -> PipelineOptions:
     """Beam options from the command line, with the defaults this job needs."""
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
@@ -81,10 +95,12 @@ def pipeline_options(beam_args: Sequence[str], n_tracks: int) -> PipelineOptions
         from apache_beam.runners.dask.dask_runner import DaskOptions
 
         dask = options.view_as(DaskOptions)
-        # The DaskRunner's default puts up to 128 elements in one partition, i.e. a small
-        # catalog on one worker. One partition per track lets the scheduler balance them.
-        if not getattr(dask, "npartitions", None) and not getattr(dask, "partition_size", None):
-            dask.npartitions = max(1, min(n_tracks, 10_000))
+        # The DaskRunner's default puts up to 128 elements in one partition. The pipeline's
+        # one Create holds a (pattern, shard) per listing shard: one partition each, and the
+        # tracks of a shard are then separated in its partition.
+        shards = getattr(dask, "npartitions", None) or DASK_MATCH_SHARDS
+        if not getattr(dask, "partition_size", None):
+            dask.npartitions = max(1, n_inputs * shards)
     return options
 
 
@@ -133,6 +149,8 @@ class RunSummary:
     #: counts them all.
     errors: list = field(default_factory=list)
     errors_total: int = 0
+    #: Inputs that matched no file (or could not be listed), with the reason; the others ran.
+    inputs_unmatched: list = field(default_factory=list)
     #: Beam's ``sepflow`` counters (tracks, units_ok, units_error, units_skipped, audio_ms),
     #: where the runner reports metrics (not the DaskRunner).
     beam_counters: dict = field(default_factory=dict)
@@ -170,6 +188,7 @@ class RunSummary:
         ]
         lines = ["| sepflow run " + self.run_id + " | |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in rows]
+        lines += [f"| input not used | {message} |" for message in self.inputs_unmatched]
         if self.errors:
             lines += ["", "| track | operator | error | message |", "|---|---|---|---|"]
             for e in self.errors[:20]:
@@ -188,14 +207,12 @@ def summary_of(pipeline_summary: dict, run_id: str, output: str, runner: str, wa
 
 
 class _ProgressLine:
-    """Polls the metadata parts written since the run started and prints one status line.
+    """Sums the progress files the workers write (``metadata.write_progress``, one per DoFn
+    instance) and prints one status line. Watching storage works the same for every runner
+    and scheme, and the listing is of the workers, never of the catalog."""
 
-    Watching storage (rather than worker logs) works the same for every runner and scheme.
-    """
-
-    def __init__(self, output: str, total_units: int, stream: TextIO, interval_s: float):
-        self.parts_dir = join_uri(output, PARTS_DIR)
-        self.total = total_units
+    def __init__(self, output: str, run_id: str, stream: TextIO, interval_s: float):
+        self.progress_dir = join_uri(run_dir(output, run_id), "progress")
         self.stream = stream
         self.interval_s = interval_s
         self.started = time.time()
@@ -215,15 +232,22 @@ class _ProgressLine:
         if self._tty:
             self.stream.write("\n")
 
-    def _count(self) -> int:
-        fs, path = fsspec.core.url_to_fs(self.parts_dir)
+    def _counts(self) -> dict[str, int]:
+        fs, path = fsspec.core.url_to_fs(self.progress_dir)
         fs.invalidate_cache()
+        totals = {"ok": 0, "error": 0, "skipped": 0}
         try:
-            infos = fs.find(path, detail=True)
+            paths = fs.ls(path, detail=False)
         except FileNotFoundError:
-            return 0
-        since = self.started - 2.0  # tolerate coarse timestamps
-        return sum(1 for info in infos.values() if _modified(info) >= since)
+            return totals
+        for p in paths:
+            try:
+                counts = json.loads(fs.cat_file(p))
+            except (FileNotFoundError, ValueError):
+                continue
+            for k in totals:
+                totals[k] += counts.get(k, 0)
+        return totals
 
     def _loop(self):
         while not self._stop.wait(self.interval_s):
@@ -231,11 +255,13 @@ class _ProgressLine:
 
     def _report(self, final: bool = False):
         try:
-            done = self._count()
+            c = self._counts()
         except Exception:  # noqa: BLE001 - progress is best effort
             return
         elapsed = time.time() - self.started
-        line = f"[sepflow] {done}/{self.total} (track, operator) written  {elapsed:6.0f} s"
+        done = sum(c.values())
+        line = (f"[sepflow] {done} (track, operator) done: {c['ok']} ok, {c['error']} error, "
+                f"{c['skipped']} skipped  {elapsed:6.0f} s")
         if self._tty:
             self.stream.write("\r" + line)
             self.stream.flush()
@@ -291,24 +317,26 @@ def run_job(
     overwrite = job.job.overwrite if overwrite is None else overwrite
     if not job.job.allow_output_in_input:
         _refuse_output_in_input(output, inputs)
-    tracks: list[Track] = match_inputs(list(inputs), job.job.extensions)
-    _remove_orphaned_temp_files(output)
+    patterns = plan_inputs(list(inputs))
+    out_fs, out_path = fsspec.core.url_to_fs(output)
+    output_existed = out_fs.exists(out_path)
     run_id = new_run_id()
-    options = pipeline_options(beam_args, len(tracks))
+    options = pipeline_options(beam_args, len(patterns))
     runner = make_runner(options)
     runner_name = type(runner).__name__
-    _LOG.info("run %s: %d tracks x %d operators with %s -> %s", run_id, len(tracks), len(job.operators), runner_name, output)
+    _LOG.info("run %s: %d inputs x %d operators with %s -> %s", run_id, len(patterns), len(job.operators), runner_name, output)
 
     pipeline = beam.Pipeline(runner=runner, options=options)
     _ = (
         pipeline
-        | "SeparateCatalog" >> SeparateCatalog(tracks, job, output, run_id, overwrite)
+        | "MatchCatalog" >> MatchCatalog(patterns, job.job.extensions, output, run_id, match_shards(options))
+        | "SeparateCatalog" >> SeparateCatalog(None, job, output, run_id, overwrite)
         | "WriteMetadata" >> WriteMetadata(output, run_id, job.job.metadata_shards)
     )
     show_progress = progress and _runner_name(options) != "dataflowrunner"
     interval = 1.0 if "://" not in output else 5.0
     watcher = (
-        _ProgressLine(output, len(tracks) * len(job.operators), stream, interval)
+        _ProgressLine(output, run_id, stream, interval)
         if show_progress
         else contextlib.nullcontext()
     )
@@ -322,16 +350,24 @@ def run_job(
         if client is not None:  # the DaskRunner leaves its Client open
             client.close()
     counters = _beam_counters(result)
-    # A worker killed in the middle of a write (the runner then redid its work elsewhere)
-    # leaves its temporary file: with the pipeline done, nothing writes any more.
-    _remove_orphaned_temp_files(output)
 
     written = read_summary(output, run_id)
     if written is None:
         raise RuntimeError(f"the pipeline of run {run_id} ended without writing its summary")
+    reports = read_input_reports(output, run_id)
+    unmatched = [
+        reports[p.index]["errors"][0] if reports.get(p.index, {}).get("errors") else f"input {p.spec!r} matched no files"
+        for p in patterns if not reports.get(p.index, {}).get("matched")
+    ]
+    if len(unmatched) == len(patterns):  # nothing to publish: keep an earlier run's table
+        _remove_run_dir(output, run_id)
+        if not output_existed:  # leave no empty output behind
+            out_fs.rm(out_path, recursive=True)
+        raise InputError("; ".join(unmatched))
     publish(output, run_id)
     _remove_run_dir(output, run_id)
     summary = summary_of(written, run_id, output, runner_name, time.perf_counter() - started)
+    summary.inputs_unmatched = unmatched
     summary.beam_counters = counters
     _write_run_record(output, run_id, job, inputs, beam_args, summary)
     if progress:
@@ -343,7 +379,7 @@ def run_job(
 def _refuse_output_in_input(output: str, inputs: Sequence[str]) -> None:
     """An output inside a folder (or under a glob's fixed part) that the job reads would have
     its stems read back as new tracks by the next run: refuse it (``InputError``)."""
-    from .io import InputError, input_folder
+    from .io import input_folder
 
     out = _normalised(output)
     for spec in inputs:
@@ -364,24 +400,6 @@ def _normalised(uri: str) -> str:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return os.path.realpath(path) if is_local(fs) else fs.unstrip_protocol(path).rstrip("/")
-
-
-# sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.
-_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
-
-
-def _remove_orphaned_temp_files(output: str) -> None:
-    """Delete temporary files a killed run left in a local output folder.
-
-    Object stores never hold them (uploads are single requests). Assumes one run per output
-    at a time, as the skip/overwrite logic does anyway.
-    """
-    if "://" in output or not os.path.isdir(output):
-        return
-    for folder, _, names in os.walk(output):
-        for name in names:
-            if _TEMP_FILE.match(name):
-                os.remove(os.path.join(folder, name))
 
 
 def _remove_run_dir(output: str, run_id: str) -> None:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -39,7 +41,15 @@ from sepops import Analysis, Operator, get_operator
 
 from . import sepflow_version
 from .config import JobConfig
-from .io import Track
+from .io import (
+    InputPattern,
+    Track,
+    common_root,
+    disambiguate,
+    expand_input,
+    name_track,
+    remove_orphaned_temp_files,
+)
 from .metadata import (
     STATUS_ERROR,
     STATUS_OK,
@@ -47,12 +57,14 @@ from .metadata import (
     StemRecord,
     empty_summary,
     merge_summaries,
-    shard_of,
-    utc_now,
-    write_shard,
-    write_summary,
     part_uri,
     read_part,
+    shard_of,
+    utc_now,
+    write_input_report,
+    write_progress,
+    write_shard,
+    write_summary,
 )
 from .unit import (
     LongTrack,
@@ -62,9 +74,9 @@ from .unit import (
     UnitFailed,
     WriteGuard,
     can_stream,
+    complete_rows,
     decode_track,
     fail_unit,
-    complete_rows,
     read_source_tags,
     separate_unit,
     source_size,
@@ -74,7 +86,7 @@ from .unit import (
     streams,
 )
 
-__all__ = ["SeparateCatalog", "SeparateTrackFn", "WriteMetadata", "operator_builds", "operators_for", "stem_uri"]
+__all__ = ["MatchCatalog", "SeparateCatalog", "SeparateTrackFn", "WriteMetadata", "operator_builds", "operators_for", "stem_uri"]
 
 _METRICS_NAMESPACE = "sepflow"
 _LOG = logging.getLogger(__name__)
@@ -123,6 +135,27 @@ class SeparateTrackFn(beam.DoFn):
     def setup(self):
         self._operators = operators_for(self.job)
         self._version = sepflow_version()
+        self._progress = {"ok": 0, "error": 0, "skipped": 0}
+        self._progress_id = uuid.uuid4().hex
+        self._progress_at = 0.0
+
+    def _count(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Count a unit's result in this worker's progress file (at most one write a second)."""
+        self._progress[result["status"]] += 1
+        if time.monotonic() - self._progress_at >= 1.0:
+            self._write_progress()
+        return result
+
+    def _write_progress(self) -> None:
+        self._progress_at = time.monotonic()
+        try:
+            write_progress(self.output, self.run_id, self._progress_id, self._progress)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            _LOG.debug("could not write progress", exc_info=True)
+
+    def finish_bundle(self):
+        # A side effect only (the DaskRunner drops finish_bundle's outputs): the last counts.
+        self._write_progress()
 
     def process(self, track: Track) -> Iterator[dict[str, Any]]:
         self.tracks_counter.inc()
@@ -135,7 +168,7 @@ class SeparateTrackFn(beam.DoFn):
                 # Rows an earlier run wrote are this run's "skipped" (a runner's retry within
                 # this run finds its own rows: they stay as they are).
                 rows = [r if r["run_id"] == self.run_id else dict(r, status=STATUS_SKIPPED) for r in rows]
-                yield {"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED, "rows": rows}
+                yield self._count({"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED, "rows": rows})
             else:
                 todo.append(unit)
         if not todo:
@@ -153,7 +186,7 @@ class SeparateTrackFn(beam.DoFn):
                     STATUS_ERROR, run_id=self.run_id, version=self._version, created_at=utc_now(),
                     error_type="missing_result", error_message="the unit's metadata part could not be written",
                 )]
-            yield self._result(unit, records, duration_s=duration_s)
+            yield self._count(self._result(unit, records, duration_s=duration_s))
 
     def _separate_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None):
         """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
@@ -272,6 +305,93 @@ def _remove(uris: list[str]) -> None:
             pass
 
 
+class _ExpandInputFn(beam.DoFn):
+    """One input (one shard of its listing) -> the files it matches; what it matched, or why
+    nothing, goes to a small report the driver reads after the run."""
+
+    def __init__(self, extensions: tuple[str, ...], output: str, run_id: str):
+        self.extensions, self.output, self.run_id = extensions, output, run_id
+
+    def process(self, element):
+        pattern, shard, shards = element
+        try:
+            matched = expand_input(pattern, self.extensions, shard=shard, shards=shards)
+            report = {"spec": pattern.spec, "matched": len(matched), "error": None}
+        except Exception as exc:  # noqa: BLE001 - an input that cannot be listed is reported, not fatal
+            matched, report = [], {"spec": pattern.spec, "matched": 0, "error": str(exc)}
+        write_input_report(self.output, self.run_id, pattern.index, shard, report)
+        yield from matched
+
+
+class _CommonRootFn(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, root):
+        return root if acc is None else common_root([acc, root])
+
+    def merge_accumulators(self, accs):
+        out = None
+        for a in accs:
+            if a is not None:
+                out = a if out is None else common_root([out, a])
+        return out
+
+    def extract_output(self, acc):
+        return acc or ""
+
+
+def _first_match(keyed):
+    _, matches = keyed
+    return min(matches, key=lambda m: m.index)
+
+
+def _by_caseless_id(track: Track):
+    return track.track_id.casefold(), track
+
+
+def _disambiguated(keyed):
+    return disambiguate(list(keyed[1]))
+
+
+class MatchCatalog(beam.PTransform):
+    """The inputs' patterns -> one ``Track`` per file, matched and named on the workers.
+
+    ``Create((pattern, shard, shards)) -> ParDo(list it) -> Map(name, root) -> GroupByKey(URI)
+    -> GroupByKey(id, without case) -> FlatMap(disambiguate)``. The graph holds only the
+    patterns, whatever the catalog's size. Each pattern's listing is split into ``shards``
+    (workers list it and keep their hash share of the paths: on the DaskRunner, where
+    ``Reshuffle`` does nothing, the shards are the partitions the separation runs in). Ids
+    are those of :func:`pipelines.io.match_inputs`: relative to the deepest folder common to
+    every input's root (a glob's fixed part, a folder, a file's folder, a manifest entry's
+    folder), combined in the pipeline and given to the naming step as a side input.
+    """
+
+    def __init__(self, patterns: list[InputPattern], extensions: tuple[str, ...], output: str, run_id: str,
+                 shards: int = 1):
+        super().__init__()
+        self.patterns, self.extensions = list(patterns), tuple(extensions)
+        self.output, self.run_id, self.shards = output, run_id, max(1, shards)
+
+    def expand(self, pbegin):
+        elements = [(p, shard, self.shards) for p in self.patterns for shard in range(self.shards)]
+        matched = (
+            pbegin
+            | "Inputs" >> beam.Create(elements)
+            | "ListInputs" >> beam.ParDo(_ExpandInputFn(self.extensions, self.output, self.run_id))
+        )
+        root = matched | "Roots" >> beam.Map(lambda m: m.root) | "IdRoot" >> beam.CombineGlobally(_CommonRootFn())
+        return (
+            matched
+            | "Name" >> beam.Map(lambda m, root: (m.uri, (m, name_track(m, root))), root=beam.pvalue.AsSingleton(root))
+            | "ByUri" >> beam.GroupByKey()
+            | "FirstInput" >> beam.Map(lambda kv: min(kv[1], key=lambda mt: mt[0].index)[1])
+            | "ByCaselessId" >> beam.Map(_by_caseless_id)
+            | "GroupIds" >> beam.GroupByKey()
+            | "Disambiguate" >> beam.FlatMap(_disambiguated)
+        )
+
+
 class SeparateCatalog(beam.PTransform):
     """``Reshuffle -> ParDo(SeparateTrackFn)`` over a PCollection of ``Track`` (or, applied to
     the pipeline root, ``Create(tracks)`` first): the separation of the catalog.
@@ -351,4 +471,6 @@ class WriteMetadata(beam.PTransform):
             | "WriteShards" >> beam.ParDo(_WriteShardFn(output, run_id))
             | "Summarize" >> beam.CombineGlobally(_MergeSummaries())
             | "WriteSummary" >> beam.Map(lambda summary: write_summary(output, run_id, summary))
+            # Every unit is written by now: temporary files left are killed writers'.
+            | "RemoveTemporaries" >> beam.Map(lambda _: remove_orphaned_temp_files(output))
         )

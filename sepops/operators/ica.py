@@ -276,7 +276,7 @@ def fastica_stream(
             total += x64.sum(axis=1, keepdims=True)
             moments += x64 @ x64.T
             if stride:
-                sample.append(x64[:, (-n) % stride :: stride])
+                sample.append(x64[:, (-n) % stride :: stride].copy())  # a copy: a view would keep the block
             n += x.shape[1]
     if not stride or stride != sample_stride(n, max_samples):
         # The header's length was missing or wrong: one more pass with the true stride.
