@@ -53,7 +53,7 @@ from .metadata import (
 )
 from .transforms import MatchCatalog, SeparateCatalog, WriteMetadata
 
-__all__ = ["RunSummary", "make_runner", "pipeline_options", "run_job"]
+__all__ = ["RunSummary", "build_pipeline", "make_runner", "pipeline_options", "run_job"]
 
 _LOG = logging.getLogger("sepflow")
 _IN_PROCESS_NAMES = {"directrunner", "direct", "fnapirunner"}
@@ -293,6 +293,23 @@ def _beam_counters(result) -> dict[str, int]:
     }
 
 
+def build_pipeline(
+    job: JobConfig, patterns: list, output: str, run_id: str, options: PipelineOptions, *, runner=None,
+    overwrite: bool = False,
+) -> beam.Pipeline:
+    """The job's graph: ``MatchCatalog -> SeparateCatalog -> WriteMetadata``. It holds the
+    inputs' patterns (``pipelines.io.plan_inputs``), never the list of tracks, so its size
+    (what Dataflow receives) does not depend on the catalog's."""
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    _ = (
+        pipeline
+        | "MatchCatalog" >> MatchCatalog(patterns, job.job.extensions, output, run_id, match_shards(options))
+        | "SeparateCatalog" >> SeparateCatalog(None, job, output, run_id, overwrite)
+        | "WriteMetadata" >> WriteMetadata(output, run_id, job.job.metadata_shards)
+    )
+    return pipeline
+
+
 def run_job(
     job: JobConfig,
     inputs: Sequence[str],
@@ -326,13 +343,7 @@ def run_job(
     runner_name = type(runner).__name__
     _LOG.info("run %s: %d inputs x %d operators with %s -> %s", run_id, len(patterns), len(job.operators), runner_name, output)
 
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    _ = (
-        pipeline
-        | "MatchCatalog" >> MatchCatalog(patterns, job.job.extensions, output, run_id, match_shards(options))
-        | "SeparateCatalog" >> SeparateCatalog(None, job, output, run_id, overwrite)
-        | "WriteMetadata" >> WriteMetadata(output, run_id, job.job.metadata_shards)
-    )
+    pipeline = build_pipeline(job, patterns, output, run_id, options, runner=runner, overwrite=overwrite)
     show_progress = progress and _runner_name(options) != "dataflowrunner"
     interval = 1.0 if "://" not in output else 5.0
     watcher = (

@@ -130,3 +130,24 @@ def test_the_pipelines_metadata_equals_the_units_parts_on_every_runner(tmp_path,
     assert tables["multi_process"] == tables["in_process"] == tables["dask"]
     ids = sorted({r["track_id"] for r in tables["dask"]})
     assert sum(i.lower().startswith("song-") for i in ids) == 2  # the case collision, resolved
+
+
+def test_the_submitted_graph_does_not_grow_with_the_catalog(tmp_path):
+    """What a runner receives (Dataflow's job graph has a size limit of a few MB) holds the
+    inputs' patterns, not the tracks: a 100,000-track manifest gives the graph of a 10-track one."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.io import plan_inputs
+    from pipelines.run import build_pipeline
+
+    sizes = {}
+    for n in (10, 100_000):
+        manifest = tmp_path / f"m{n}" / "catalog.csv"
+        manifest.parent.mkdir()
+        manifest.write_text("uri\n" + "".join(f"/music/artist{i % 97}/track{i:06d}.flac\n" for i in range(n)))
+        pipeline = build_pipeline(hpss_job(), plan_inputs([str(manifest)]), str(tmp_path / "out"), "r1",
+                                  PipelineOptions(["--runner=DirectRunner"]))
+        sizes[n] = len(pipeline.to_runner_api().SerializeToString())
+    # The paths differ by the digits of n in the manifest's folder name; nothing else.
+    assert abs(sizes[100_000] - sizes[10]) < 64, sizes
+    assert sizes[100_000] < 1_000_000, sizes
