@@ -7,7 +7,7 @@ No separation logic lives here: this package only wires :mod:`sepops` into Apach
 - :mod:`pipelines.io`         matching inputs (globs, folders, manifests) and making track ids
 - :mod:`pipelines.unit`       one (track, operator): skip check, decode, separate, write (no Beam)
 - :mod:`pipelines.transforms` ``SeparateCatalog`` and its DoFn (Beam's counters around ``unit``)
-- :mod:`pipelines.metadata`   the Parquet schema, per-unit parts, consolidation
+- :mod:`pipelines.metadata`   the Parquet schema, per-unit parts, metadata shards, summary
 - :mod:`pipelines.run`        building and running the pipeline, progress and summary
 - :mod:`pipelines.cli`        the ``sepflow`` command
 """

@@ -3,20 +3,23 @@
 The graph is one linear chain, which every runner (DirectRunner in one or several processes,
 DaskRunner, Dataflow) executes the same way::
 
-    Create(tracks) -> Reshuffle -> ParDo(SeparateTrackFn)
+    MatchCatalog(patterns) -> SeparateCatalog -> WriteMetadata
 
-- Only small ``Track`` records (an id and a URI) and small result dicts travel between
-  stages; audio and spectrograms stay inside ``SeparateTrackFn.process``.
-- ``Reshuffle`` spreads tracks over workers on Dataflow (it stops Create's single-worker
-  stage from fusing with the separation); the DaskRunner turns it into a no-op and relies on
-  ``--dask_npartitions`` instead (``run.py`` sets it).
-- Each (track, operator) writes its stems and then its metadata part straight to storage
-  from ``process`` (:mod:`pipelines.unit` does that work; the DoFn adds Beam's counters).
-  Stems go to ``<output>/stems/<track_id>/<stem>.<ext>`` when the job's config lists one
-  operator, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` when it lists several
-  (``JobConfig.stems_by_label``). Nothing is emitted from ``finish_bundle`` (the DaskRunner
-  drops such outputs) and no sink runs in the pipeline (the DaskRunner only runs the last
-  branch of a graph); the driver consolidates the parts after the pipeline.
+- :class:`MatchCatalog` lists the inputs on the workers and names the tracks; the graph
+  holds only the patterns, whatever the catalog's size.
+- Only small ``Track`` records (an id and a URI), result dicts and metadata rows travel
+  between stages; audio and spectrograms stay inside ``SeparateTrackFn.process``.
+- ``Reshuffle`` spreads tracks over workers on Dataflow (it stops the listing's stage from
+  fusing with the separation); the DaskRunner turns it into a no-op, so there the listing
+  is split into shards, one partition each (``run.match_shards``).
+- Each (track, operator) writes its stems and then its metadata part (the log) straight to
+  storage from ``process`` (:mod:`pipelines.unit` does that work; the DoFn adds Beam's
+  counters). Stems go to ``<output>/stems/<track_id>/<stem>.<ext>`` when the job's config
+  lists one operator, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` when it lists
+  several (``JobConfig.stems_by_label``). :class:`WriteMetadata` writes the published
+  table in shards and the run's summary. Nothing is emitted from ``finish_bundle`` (the
+  DaskRunner drops such outputs) and the chain has one leaf (the DaskRunner only runs the
+  last branch of a graph).
 - Operators are built once per worker process and job, in a module-level cache:
   ``apache_beam.utils.shared.Shared`` was not used because it keeps only a weak reference
   (plus one keep-alive for the latest object acquired) under a key made per ``Shared``

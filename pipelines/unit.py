@@ -144,7 +144,7 @@ class UnitFailed(Exception):
 class PartNotWritten(Exception):
     """The unit's stems were written but its metadata part was not.
 
-    No error row exists then: consolidation reports the unit as ``missing_result``.
+    No error row exists then: the job records the unit as ``missing_result``.
     """
 
 
@@ -319,7 +319,7 @@ def fail_unit(
 ) -> list[StemRecord]:
     """Record the unit as failed: one error row plus a dead-letter file; returns the row.
 
-    Storage errors are logged, not raised: the job goes on, and consolidation reports a unit
+    Storage errors are logged, not raised: the job goes on, and records a unit
     whose part is missing.
     """
     record = unit.record(
@@ -415,7 +415,7 @@ def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuar
     Raises
     ------
     PartNotWritten
-        When storage refused the part (the stems stay; consolidation reports the unit).
+        When storage refused the part (the stems stay; the job records the unit as ``missing_result``).
     """
     try:
         part = part_uri(output, unit.label, unit.track_id)
