@@ -154,7 +154,7 @@ def _cut_check(preset: str, pieces: list, order: list[int], block_s: float) -> d
         start += n
     diffs = [c - alone[i] for c, i in zip(cut, order)]
     spec = fitted.block_context(sr)
-    return {"operator": preset, "in blocks": "windowed" if spec.crossfade else "exact",
+    return {"operator": preset, "blocks": "cross-faded" if spec.crossfade else "cut",
             "pieces": len(order), "minutes": start / sr / 60,
             "SDR alone (dB)": float(np.mean([alone[i] for i in order])), "SDR cut from the stream (dB)": float(np.mean(cut)),
             "mean difference (dB)": float(np.mean(diffs)), "largest |difference| per piece (dB)": float(np.max(np.abs(diffs))),
