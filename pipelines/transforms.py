@@ -33,7 +33,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Any
 
 import apache_beam as beam
@@ -62,6 +61,7 @@ from .metadata import (
     merge_summaries,
     part_uri,
     read_part,
+    record_dict,
     shard_of,
     utc_now,
     write_input_report,
@@ -281,7 +281,7 @@ class SeparateTrackFn(beam.DoFn):
 
     def _result(self, unit: Unit, records: list[StemRecord], duration_s: float | None = None) -> dict[str, Any]:
         """The unit's result dict with its metadata rows, counted as ok or error."""
-        rows = [asdict(r) for r in records]
+        rows = [record_dict(r) for r in records]
         if records[0].status == STATUS_OK:
             self.units_ok.inc()
             return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_OK, "duration_s": duration_s,
