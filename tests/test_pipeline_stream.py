@@ -126,7 +126,7 @@ class _WholeTrackOperator(Operator):
     class Config:
         pass
 
-    stem_names = ["all"]
+    stem_names = ("all",)
 
     def separate(self, audio, sr, *, analysis=None):
         return {"all": audio.copy()}

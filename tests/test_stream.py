@@ -191,7 +191,7 @@ class _BlockGain(sepops.Operator):
     class Config:
         pass
 
-    stem_names = ["a", "b"]
+    stem_names = ("a", "b")
 
     def block_context(self, sr):
         return BlockContext(context=400, align=100, crossfade=600)

@@ -429,7 +429,6 @@ class RepetSimOperator(_RepetBase):
         # The context is searched for similar frames, never modelled or masked: only the
         # frames whose windows reach the samples kept are (3x less work with 60 s blocks,
         # and the chunk's complex STFT is never held whole).
-        c = self.config
         cfg = self.stft_config()
         hop, half = cfg.hop_length, cfg.n_fft // 2
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
