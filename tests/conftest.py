@@ -58,3 +58,13 @@ def load_piece(data_dir: Path, piece: dict, stems_key: str = "stems", stereo: bo
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A dask.distributed LocalCluster of 2 worker processes on 127.0.0.1, one thread each."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        yield cluster

@@ -3,8 +3,6 @@ Beam's DaskRunner: identical stems and metadata rows to the in-process run, oper
 once per worker process."""
 from __future__ import annotations
 
-import pytest
-
 from pipelines import transforms
 from pipelines.metadata import read_metadata
 from pipelines.run import run_job
@@ -18,16 +16,7 @@ from .test_pipeline_helpers import (
 )
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster:
-        yield cluster
-
-
-def test_dask_runner_reproduces_the_in_process_run(cluster, tmp_path, data_dir, manifest):
+def test_dask_runner_reproduces_the_in_process_run(dask_cluster, tmp_path, data_dir, manifest):
     import distributed
 
     catalog_root = tmp_path / "catalog"
@@ -38,7 +27,7 @@ def test_dask_runner_reproduces_the_in_process_run(cluster, tmp_path, data_dir, 
     reference = run_job(job, inputs, str(tmp_path / "direct"), progress=False)
     summary = run_job(
         job, inputs, str(tmp_path / "dask"),
-        ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"],
+        ["--runner=DaskRunner", f"--dask_client_address={dask_cluster.scheduler_address}"],
         progress=False,
     )
     assert summary.runner == "DaskRunner"
@@ -51,7 +40,7 @@ def test_dask_runner_reproduces_the_in_process_run(cluster, tmp_path, data_dir, 
 
     # One partition per track: both workers took part, and neither built the operator twice
     # although DoFn.setup ran once per partition.
-    with distributed.Client(cluster.scheduler_address) as client:
+    with distributed.Client(dask_cluster.scheduler_address) as client:
         builds = client.run(transforms.operator_builds)
     per_worker = [b.get(job.operators_key(), 0) for b in builds.values()]
     assert sorted(per_worker) == [1, 1], builds

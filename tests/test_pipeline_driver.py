@@ -10,7 +10,6 @@ from pathlib import Path
 import fsspec.implementations.local as fsspec_local
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from pipelines.io import match_inputs
 from pipelines.metadata import part_uri, read_metadata, read_part
@@ -99,22 +98,13 @@ def _parts_table(inputs: list[str], out: Path) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster:
-        yield cluster
-
-
-def test_the_pipelines_metadata_equals_the_units_parts_on_every_runner(tmp_path, cluster):
+def test_the_pipelines_metadata_equals_the_units_parts_on_every_runner(tmp_path, dask_cluster):
     root = _catalog(tmp_path / "in", 120)
     inputs = [str(root)]
     runners = {
         "in_process": [],
         "multi_process": MULTI_PROCESS,
-        "dask": ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"],
+        "dask": ["--runner=DaskRunner", f"--dask_client_address={dask_cluster.scheduler_address}"],
     }
     tables = {}
     for name, args in runners.items():
