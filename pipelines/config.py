@@ -21,6 +21,10 @@ A job file looks like this (every section but ``operators`` is optional)::
       max_file_mb: 2048        # larger files become error rows (too_large), before reading
       max_channels: 16         # more channels become error rows (too_many_channels)
       track_timeout_s: 3600    # a track still running after this becomes timeout error rows
+      stream_above_mb: 64      # larger tracks are separated in blocks, in bounded memory
+      stream_above_s: 600      # so are tracks longer than this (by their header)
+      block_s: 60
+      metadata_shards: 8       # the published metadata is at most this many Parquet files
       overwrite: false
       allow_output_in_input: false   # refuse an --output inside a folder the job reads
       extensions: [flac, wav, aiff, aif, ogg, oga, opus, mp3, m4a, m4b, mp4, aac, wma, webm, mka]
