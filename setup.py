@@ -21,6 +21,8 @@ CORE = [
     "pyyaml>=6",
     "fast-bss-eval>=0.1.4",
     "safetensors>=0.4",
+    "pyloudnorm>=0.1.1",
+    "matplotlib>=3.7",
 ]
 
 EXTRAS = {

@@ -205,6 +205,31 @@ def _export_onnx(args: argparse.Namespace, _: list[str]) -> int:
     return run(args)
 
 
+# --- evaluate / report: their own modules -----------------------------------------------------
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .evaluate import add_arguments
+
+    add_arguments(parser)
+
+
+def _evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from .evaluate import main as evaluate_main
+
+    return evaluate_main(args, beam_args)
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    from .report import add_arguments
+
+    add_arguments(parser)
+
+
+def _report(args: argparse.Namespace, _: list[str]) -> int:
+    from .report import main as report_main
+
+    return report_main(args)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "run": Subcommand(
         "separate a catalog (folder, bucket, manifest) with Beam",
@@ -214,6 +239,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         description=RUN_DESCRIPTION,
         needs_beam=True,
     ),
+    "evaluate": Subcommand(
+        "score a run's stems against reference stems (BSS Eval SDR/SIR/SAR, SI-SDR) with Beam",
+        _add_evaluate_arguments,
+        _evaluate,
+        passes_unknown_args=True,
+        needs_beam=True,
+    ),
+    "report": Subcommand("write one self-contained HTML page about a run (and its evaluation)", _add_report_arguments, _report),
     "operators": Subcommand("list the separation operators and their parameters", _add_operators_arguments, _operators),
     "train": Subcommand("train a separation model: sepflow train unet --data DIR --stems a,b --out DIR", _add_train_arguments, _train),
     "export-onnx": Subcommand("export a trained U-Net to ONNX and check it with onnxruntime", _add_export_arguments, _export_onnx),

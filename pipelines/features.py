@@ -1,0 +1,64 @@
+"""The features table: what transcription and lyrics jobs read next, one row per (track, operator, stem).
+
+Each ok stem of a run gets one row in ``<output>/features/*.parquet`` (keyed by
+``track_id``, ``label``, ``stem``, like the metadata table), computed by
+:mod:`sepops.features` on the stem in memory before it is written, in the same unit (no
+second decode). Which features are computed is the job's ``features:`` section
+(:class:`pipelines.config.FeaturesConfig`); a feature that was not asked for, or does not
+apply to the stem (tempo on a lead, f0 on drums), is null. Storage follows the metadata
+table's: a per-unit part under ``<output>/_sepflow/features/<label>/<track_id>.parquet``
+(written before the metadata part, the unit's completeness marker), shards staged under the
+run, published by the driver to ``<output>/features/features-<run_id>-part-<shard>.parquet``.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+__all__ = ["FEATURES_DIR", "FEATURE_PARTS_DIR", "STEM_FEATURES_SCHEMA"]
+
+FEATURES_DIR = "features"
+FEATURE_PARTS_DIR = "_sepflow/features"
+
+
+def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"description": doc})
+
+
+_SEGMENT = pa.struct([pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64())])
+
+#: The schema of ``<output>/features/`` (documented in the README and docs/pipeline.md).
+STEM_FEATURES_SCHEMA = pa.schema(
+    [
+        _field("track_id", pa.string(), "the track, as in the metadata table", False),
+        _field("label", pa.string(), "the operator's label in the job", False),
+        _field("operator", pa.string(), "registered sepops operator name", False),
+        _field("stem", pa.string(), "stem name", False),
+        _field("source_uri", pa.string(), "URI of the input file", False),
+        _field("stem_uri", pa.string(), "URI of the stem file", False),
+        _field("sample_rate", pa.int32(), "stem sample rate, Hz"),
+        _field("duration_s", pa.float64(), "stem duration, seconds"),
+        # activity (default on)
+        _field("active_fraction", pa.float64(), "share of the track's duration in activity segments"),
+        _field("activity_segments", pa.list_(_SEGMENT),
+               "start/end seconds where the stem is audible (energy envelope above the threshold, min. length)"),
+        # rhythm
+        _field("onset_times_s", pa.list_(pa.float64()), "onset times, seconds (librosa.onset.onset_detect)"),
+        _field("tempo_bpm", pa.float64(), "global tempo, beats per minute (librosa.beat.beat_track); rhythm stems"),
+        _field("beat_times_s", pa.list_(pa.float64()), "beat times, seconds; rhythm stems"),
+        # pitch
+        _field("f0_median_hz", pa.float64(), "median f0 over voiced frames, Hz (librosa.pyin); pitch stems"),
+        _field("voiced_fraction", pa.float64(), "share of frames pyin calls voiced; pitch stems"),
+        _field("f0_hop_s", pa.float64(), "time step of f0_hz, seconds"),
+        _field("f0_hz", pa.list_(pa.float32()), "f0 contour, Hz, one value per f0_hop_s from 0 s; null = unvoiced"),
+        _field("chroma_times_s", pa.list_(pa.float64()), "start of each chroma segment (0, then each beat), seconds"),
+        _field("chroma_per_beat", pa.list_(pa.list_(pa.float32())),
+               "12 chroma values (C, C#, ..., B; max 1) per segment between beats; harmonic stems"),
+        # loudness (default on)
+        _field("loudness_lufs", pa.float64(), "integrated loudness, LUFS (ITU-R BS.1770-4, pyloudnorm); null if silent"),
+        _field("features_s", pa.float64(), "seconds spent computing this stem's features"),
+        _field("feature_errors", pa.string(), "features that failed on this stem and why; null when none failed"),
+        _field("features_digest", pa.string(), "fingerprint of the job's features settings", False),
+        _field("run_id", pa.string(), "the run that computed the row", False),
+        _field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
+    ]
+)
