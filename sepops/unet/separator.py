@@ -11,7 +11,13 @@
    multichannel Wiener filter of :func:`sepops.masks.wiener`;
 4. long audio is processed in chunks of ``chunk_seconds`` (bounding memory). The window grid
    is global and each chunk carries enough context, so chunked and whole-signal results
-   agree to float precision (without Wiener filtering, which fits its statistics per chunk).
+   agree to float precision (without Wiener filtering, which fits its statistics per chunk);
+5. at other rates the stems are resampled back, and what the model's rate cannot hold (the
+   input minus the resampled stems: above the model's Nyquist frequency, 11.025 kHz, and the
+   resampler's transition band) is split like the top band above the model's bins: each
+   stem gets it times its top-band gain, as a per-sample curve (:func:`_gain_curves`, what
+   a frequency-flat mask does to an STFT) interpolated to the input rate. So every bin of
+   the input gets a mask, and the stems sum to the input (the last stem is the rest).
 
 Models are folders (``config.json`` + ``model.safetensors``, :mod:`sepops.unet.model`),
 shipped ones in ``sepops/models/unet_<name>/`` (:func:`shipped_models`).
@@ -127,8 +133,11 @@ class UNetSeparator:
         p1 = -(-f1 // hop)
         return p0, p1
 
-    def _chunk(self, x: np.ndarray, n_total: int, a: int, b: int) -> tuple[int, list[np.ndarray]]:
-        """Separate frames ``[a, b)``: returns (first sample, stems' audio covering ``[a*hop, b*hop)``)."""
+    def _chunk(self, x: np.ndarray, n_total: int, a: int, b: int,
+               curves: bool = False) -> tuple[int, list[np.ndarray], np.ndarray | None]:
+        """Separate frames ``[a, b)``: returns (first sample, stems' audio covering
+        ``[a*hop, b*hop)``, and with ``curves`` the stems' top-band gains per sample over the
+        same span, (stems, channels, samples), else None)."""
         cfg = self.stft_config
         hop, n_fft = cfg.hop_length, cfg.n_fft
         m = -(-n_fft // hop)  # frames reaching into a sample
@@ -156,19 +165,22 @@ class UNetSeparator:
         def inverse(y):
             return istft(y, n_fft, hop, cfg.window, length=length)
 
+        # Gains m_i^p / sum_j m_j^p on the model's bins, their top band's mean above them.
+        gains = None
+        if curves or self.wiener_iterations <= 0:
+            gains = soft_masks([masks[:, i] for i in range(len(self.stems))], self.power)
+        top = _gain_curves(np.stack([_top_band(g)[:, 0] for g in gains]), cfg, length) if curves else None
         if self.wiener_iterations > 0:
             full = _extend_bins(masks, spec.shape[1])
             specs = wiener(spec, [full[:, i] * np.abs(spec) for i in range(len(self.stems))],
                            iterations=self.wiener_iterations)
-            return f0 * hop, [inverse(y) for y in specs]
-        # Gains m_i^p / sum_j m_j^p on the model's bins, their top band's mean above them.
-        gains = soft_masks([masks[:, i] for i in range(len(self.stems))], self.power)
+            return f0 * hop, [inverse(y) for y in specs], top
         leading = [_extend_bins(g, spec.shape[1]) for g in gains[:-1]]
         # The chunk's own samples: where its STFT inverts exactly (away from the chunk's
         # edges, which are discarded), the last stem is the rest of them.
         mixture = np.zeros((x.shape[0], length), np.float32)
         mixture[:, : max(0, min(length, x.shape[1] - f0 * hop))] = x[:, f0 * hop : f0 * hop + length]
-        return f0 * hop, stems_from_masks(spec, leading, mixture, inverse)
+        return f0 * hop, stems_from_masks(spec, leading, mixture, inverse), top
 
     def separate(self, audio: np.ndarray, sr: int) -> dict[str, np.ndarray]:
         """Separate ``(channels, samples)`` audio at any rate; stems are shaped like ``audio``."""
@@ -183,16 +195,51 @@ class UNetSeparator:
             chunk = max(1, round(self.chunk_seconds * self.sr / hop / whop)) * whop
         else:
             chunk = n_total
+        resampled = sr != self.sr
         out = [np.zeros_like(x) for _ in self.stems]
+        top = np.zeros((len(self.stems), *x.shape), np.float32) if resampled else None
         for a in range(0, n_total, chunk):
             b = min(n_total, a + chunk)
-            start, stems = self._chunk(x, n_total, a, b)
+            start, stems, curves = self._chunk(x, n_total, a, b, curves=resampled)
             s0, s1 = a * hop, (n if b == n_total else b * hop)
             for o, y in zip(out, stems):
                 o[:, s0:s1] = y[:, s0 - start : s1 - start]
-        if sr != self.sr:
+            if resampled:
+                top[..., s0:s1] = curves[..., s0 - start : s1 - start]
+        if resampled:
             out = [_fit(resample(o, self.sr, sr), n_in) for o in out]
+            out = self._full_band(audio, sr, x, out, top)
         return dict(zip(self.stems, out))
+
+    def _full_band(self, audio: np.ndarray, sr: int, x: np.ndarray, stems: list[np.ndarray],
+                   top: np.ndarray) -> list[np.ndarray]:
+        """Give the stems (resampled back to ``sr``) what the model's rate could not hold.
+
+        The rest of the input, above the model's Nyquist frequency and in the resampler's
+        transition band, is split by the stems' top-band gains (``top``: per model-rate
+        sample, interpolated to ``sr``), as the bins above the model's are. Without Wiener
+        filtering the last stem is the rest, so the stems sum to ``audio``.
+        """
+        n_in = audio.shape[1]
+        if self.wiener_iterations > 0:  # its stems do not sum to the mixture: split only the lost band
+            rest = audio - _fit(resample(x, self.sr, sr), n_in)
+            leading = stems
+        else:
+            rest = audio - sum(stems)
+            leading = stems[:-1]
+        step = 1 << 18  # input samples per piece, bounding the interpolation's memory
+        for k0 in range(0, n_in, step):
+            k1 = min(n_in, k0 + step)
+            pos = np.arange(k0, k1, dtype=np.float64) * (self.sr / sr)
+            i0 = np.minimum(pos.astype(np.int64), top.shape[-1] - 1)
+            i1 = np.minimum(i0 + 1, top.shape[-1] - 1)
+            frac = (pos - i0).astype(np.float32)
+            for i, y in enumerate(leading):
+                curve = top[i][:, i0] * (1 - frac) + top[i][:, i1] * frac
+                y[:, k0:k1] += curve * rest[:, k0:k1]
+        if self.wiener_iterations > 0:
+            return stems
+        return [*leading, np.asarray(audio - sum(leading), dtype=np.float32)]
 
 
 def _top_band(masks: np.ndarray) -> np.ndarray:
@@ -209,6 +256,36 @@ def _extend_bins(masks: np.ndarray, n_bins: int) -> np.ndarray:
     if extra <= 0:
         return masks
     return np.concatenate([masks, np.repeat(_top_band(masks), extra, axis=-2)], axis=-2)
+
+
+def _gain_curves(gains: np.ndarray, cfg: StftConfig, length: int) -> np.ndarray:
+    """Per-frame gains (..., frames) -> per-sample gains (..., length).
+
+    Masking every bin of frame ``t`` of :func:`sepops.spectral.stft` by ``g[t]`` and
+    inverting with :func:`sepops.spectral.istft` multiplies sample ``n`` by
+    ``sum_t g[t] w(n - t hop)^2 / sum_t w(n - t hop)^2``: this returns that curve (sample 0
+    is the centre of frame 0).
+    """
+    import scipy.signal
+
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    frames = gains.shape[-1]
+    pieces = -(-n_fft // hop)
+    w2 = np.zeros(pieces * hop, np.float32)
+    w2[:n_fft] = scipy.signal.get_window(cfg.window, n_fft, fftbins=True).astype(np.float32) ** 2
+    w2 = w2.reshape(pieces, hop)
+    num = np.zeros((*gains.shape[:-1], frames + pieces - 1, hop), np.float32)
+    den = np.zeros((frames + pieces - 1, hop), np.float32)
+    for r in range(pieces):
+        num[..., r : r + frames, :] += gains[..., :, None] * w2[r]
+        den[r : r + frames] += w2[r]
+    pad = n_fft // 2
+    num = num.reshape(*gains.shape[:-1], -1)[..., pad : pad + length]
+    den = den.reshape(-1)[pad : pad + length]
+    out = num / np.where(den > 1e-10, den, np.inf)
+    if out.shape[-1] < length:
+        out = np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[-1])])
+    return out.astype(np.float32, copy=False)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
