@@ -1,4 +1,4 @@
-"""Only `sepflow run` imports Apache Beam: `train`, `export-onnx` and `operators` start
+"""Only `sepflow run` imports Apache Beam: `train`, `export-onnx`, `operators` and `report` start
 without it, and so does sepops, the separation library."""
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def _last_line(code: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "argv", [["export-onnx", "--help"], ["train", "unet", "--help"], ["operators"]], ids=" ".join
+    "argv",
+    [["export-onnx", "--help"], ["train", "unet", "--help"], ["operators"], ["report", "--help"]],
+    ids=" ".join,
 )
 def test_commands_other_than_run_do_not_import_beam(argv):
     assert _last_line(CLI.format(argv=argv)) == "exit 0 beam False"
