@@ -15,6 +15,13 @@ A job file looks like this (every section but ``operators`` is optional)::
       subtype: PCM_16          # PCM_16 | PCM_24 | FLOAT (wav only); default per format; none for mp3/opus
       sample_rate: null        # null keeps each input's rate
       mono: false
+    features:                  # per-stem features -> <output>/features/ (sepops.features)
+      activity: true           # activity segments + active fraction (10 ms energy envelope)
+      onsets: true
+      loudness: true           # integrated LUFS, ITU-R BS.1770-4
+      rhythm: false            # tempo + beat times on rhythm_stems
+      pitch: false             # pyin f0 contour on pitch_stems (the costliest)
+      chroma: false            # chroma per beat on chroma_stems
     job:
       max_duration_s: 14400    # longer tracks (4 h) become error rows (too_long)
       min_duration_s: 0.1      # shorter tracks become error rows (too_short)
@@ -46,12 +53,14 @@ from typing import Any, Literal
 import yaml
 
 from sepops.config import coerce
+from sepops.features import FeatureSettings
 from sepops.errors import OperatorConfigError
 from sepops.registry import operator_class
 
 __all__ = [
     "AudioSettings",
     "ConfigError",
+    "FeatureSettings",
     "JobConfig",
     "JobSettings",
     "OperatorSpec",
@@ -190,6 +199,8 @@ class JobConfig:
     audio: AudioSettings = AudioSettings()
     stft: StftSettings = StftSettings()
     job: JobSettings = JobSettings()
+    #: Per-stem features (``<output>/features/``); see :class:`sepops.features.FeatureSettings`.
+    features: FeatureSettings = FeatureSettings()
     #: How many operators the config file listed, before ``--operator`` chose among them
     #: (0: no file, or a file without operators). It decides the stem layout.
     config_operators: int = 0
@@ -223,6 +234,7 @@ class JobConfig:
             "audio": dataclasses.asdict(self.audio),
             "stft": dataclasses.asdict(self.stft),
             "job": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.job).items()},
+            "features": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.features).items()},
         }
 
     def operators_key(self) -> str:
@@ -243,7 +255,9 @@ class JobConfig:
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_SECTIONS: dict[str, type] = {"audio": AudioSettings, "stft": StftSettings, "job": JobSettings}
+_SECTIONS: dict[str, type] = {
+    "audio": AudioSettings, "stft": StftSettings, "job": JobSettings, "features": FeatureSettings,
+}
 _TOP_LEVEL_KEYS = ("operators", *_SECTIONS)
 _OPERATOR_KEYS = ("operator", "label", "params")
 

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["FEATURES_DIR", "FEATURE_PARTS_DIR", "STEM_FEATURES_SCHEMA"]
+__all__ = [
+    "FEATURES_DIR",
+    "FEATURE_PARTS_DIR",
+    "STEM_FEATURES_SCHEMA",
+    "feature_part_uri",
+    "feature_rows",
+    "features_table",
+    "read_feature_part",
+    "read_features",
+    "write_feature_part",
+]
 
 FEATURES_DIR = "features"
 FEATURE_PARTS_DIR = "_sepflow/features"
@@ -62,3 +72,72 @@ STEM_FEATURES_SCHEMA = pa.schema(
         _field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
     ]
 )
+
+
+def feature_part_uri(output: str, label: str, track_id: str) -> str:
+    """Where one unit's feature rows are kept (beside its metadata part)."""
+    from .io import join_uri
+
+    return join_uri(output, FEATURE_PARTS_DIR, label, f"{track_id}.parquet")
+
+
+def feature_rows(
+    features: dict[str, dict], *, track_id: str, label: str, operator: str, source_uri: str,
+    stem_uris: dict[str, str], sample_rate: int, digest: str, run_id: str, created_at,
+) -> list[dict]:
+    """One unit's rows of the features table, from :meth:`sepops.features.FeatureExtractor.finish`."""
+    return [
+        {
+            "track_id": track_id, "label": label, "operator": operator, "stem": stem, "source_uri": source_uri,
+            "stem_uri": stem_uris[stem], "sample_rate": int(sample_rate), **values,
+            "features_digest": digest, "run_id": run_id, "created_at": created_at,
+        }
+        for stem, values in features.items()
+    ]
+
+
+def features_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=STEM_FEATURES_SCHEMA)
+
+
+def write_feature_part(uri: str, rows: list[dict]) -> None:
+    """Write one unit's feature rows atomically (uncompressed, as the metadata parts)."""
+    import pyarrow.parquet as pq
+
+    from sepops.audio import write_bytes_atomic
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(features_table(rows), sink, compression="none")
+    write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+
+
+def read_feature_part(uri: str) -> list[dict] | None:
+    """One unit's feature rows, or ``None`` when there is no readable part."""
+    import io
+    import logging
+
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    try:
+        return pq.read_table(io.BytesIO(data), schema=STEM_FEATURES_SCHEMA).to_pylist()
+    except Exception:  # noqa: BLE001 - a damaged part: the unit is redone
+        logging.getLogger(__name__).warning("unreadable features part %s; the unit will be redone", uri)
+        return None
+
+
+def read_features(output: str) -> pa.Table:
+    """The published features of ``output`` as one table (as a downstream reader would)."""
+    import fsspec
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    from .io import join_uri
+
+    fs, path = fsspec.core.url_to_fs(join_uri(output, FEATURES_DIR))
+    return ds.dataset(path, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)), schema=STEM_FEATURES_SCHEMA).to_table()

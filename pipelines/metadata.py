@@ -232,12 +232,19 @@ def write_shard(output: str, run_id: str, shard: int, results: list[dict]) -> di
     """Write the rows of ``results`` (unit results of ``pipelines.transforms.SeparateTrackFn``,
     all tracks of one shard) as one Parquet file, atomically, staged under the run; return
     the shard's summary. A unit that a runner ran twice (a retry) counts once, its last result."""
+    from .features import FEATURES_DIR, features_table
+
     units = {(r["track_id"], r["label"]): r for r in results}
     rows = [row for r in units.values() for row in r["rows"]]
-    table = pa.Table.from_pylist(rows, schema=STEM_METADATA_SCHEMA).sort_by(
-        [("track_id", "ascending"), ("label", "ascending"), ("stem", "ascending")]
-    )
+    order = [("track_id", "ascending"), ("label", "ascending"), ("stem", "ascending")]
+    table = pa.Table.from_pylist(rows, schema=STEM_METADATA_SCHEMA).sort_by(order)
     write_bytes_atomic(join_uri(run_dir(output, run_id), METADATA_DIR, f"part-{shard:05d}.parquet"), _table_bytes(table))
+    features = [row for r in units.values() for row in r.get("features") or ()]
+    if features:  # the features table beside it (runs that compute no feature have none)
+        write_bytes_atomic(
+            join_uri(run_dir(output, run_id), FEATURES_DIR, f"part-{shard:05d}.parquet"),
+            _table_bytes(features_table(features).sort_by(order)),
+        )
     summary = empty_summary()
     by_track: dict[str, set[str]] = {}
     for (track_id, _), r in units.items():
@@ -307,11 +314,21 @@ def read_summary(output: str, run_id: str) -> dict | None:
 
 
 def publish(output: str, run_id: str) -> int:
-    """Move the run's staged shards into ``<output>/metadata/`` and remove earlier runs' files
-    there: the driver's only metadata work, listings of the shards (bounded by
-    ``job.metadata_shards``), never of the catalog. Returns the number of files published."""
-    staged_dir = join_uri(run_dir(output, run_id), METADATA_DIR)
-    metadata_dir = join_uri(output, METADATA_DIR)
+    """Move the run's staged shards into ``<output>/metadata/`` (and ``<output>/features/``)
+    and remove earlier runs' files there: the driver's only metadata work, listings of the
+    shards (bounded by ``job.metadata_shards``), never of the catalog. Returns the number of
+    metadata files published."""
+    from .features import FEATURES_DIR
+
+    published = _publish_table(output, run_id, METADATA_DIR, "stems")
+    _publish_table(output, run_id, FEATURES_DIR, "features", create=False)
+    return published
+
+
+def _publish_table(output: str, run_id: str, table_dir: str, prefix: str, create: bool = True) -> int:
+    """One table's staged shards -> ``<output>/<table_dir>/<prefix>-<run_id>-part-<shard>.parquet``."""
+    staged_dir = join_uri(run_dir(output, run_id), table_dir)
+    metadata_dir = join_uri(output, table_dir)
     fs, staged_path = fsspec.core.url_to_fs(staged_dir)
     _, metadata_path = fsspec.core.url_to_fs(metadata_dir)
     fs.invalidate_cache()
@@ -323,10 +340,12 @@ def publish(output: str, run_id: str) -> int:
         earlier = [p for p in fs.ls(metadata_path, detail=False) if p.endswith(".parquet")]
     except FileNotFoundError:
         earlier = []
+    if not (staged or earlier or create):  # a job without features leaves no empty folder
+        return 0
     fs.makedirs(metadata_path, exist_ok=True)
     published = []
     for path in staged:
-        target = f"{metadata_path}/stems-{run_id}-{path.rsplit('/', 1)[-1]}"
+        target = f"{metadata_path}/{prefix}-{run_id}-{path.rsplit('/', 1)[-1]}"
         fs.mv(path, target)
         published.append(target)
     # New files first, then the old ones go: readers never lack a table.

@@ -43,6 +43,7 @@ from sepops import Analysis, Operator, get_operator
 
 from . import sepflow_version
 from .config import JobConfig
+from .features import feature_part_uri, read_feature_part
 from .io import (
     InputPattern,
     Track,
@@ -165,13 +166,17 @@ class SeparateTrackFn(beam.DoFn):
         todo = []
         for spec in self.job.operators:
             unit = Unit.of(track, spec, self.job)
-            rows = None if self.overwrite else complete_rows(unit, self.job, self.output, self._operators[unit.label])
+            features: list[dict] = []
+            rows = None if self.overwrite else complete_rows(
+                unit, self.job, self.output, self._operators[unit.label], features
+            )
             if rows is not None:
                 self.units_skipped.inc()
                 # Rows an earlier run wrote are this run's "skipped" (a runner's retry within
                 # this run finds its own rows: they stay as they are).
                 rows = [r if r["run_id"] == self.run_id else dict(r, status=STATUS_SKIPPED) for r in rows]
-                yield self._count({"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED, "rows": rows})
+                yield self._count({"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED,
+                                   "rows": rows, "features": features})
             else:
                 todo.append(unit)
         if not todo:
@@ -183,17 +188,17 @@ class SeparateTrackFn(beam.DoFn):
             outcomes, audio_s = self._within(limit, track, todo)
         if audio_s:
             self.audio_ms.inc(int(1000 * audio_s))
-        for unit, records, duration_s in outcomes:
+        for unit, records, duration_s, features in outcomes:
             if records is None:  # stems written, part not: the unit is redone by the next run
-                records = [unit.record(
+                records, features = [unit.record(
                     STATUS_ERROR, run_id=self.run_id, version=self._version, created_at=utc_now(),
                     error_type="missing_result", error_message="the unit's metadata part could not be written",
-                )]
-            yield self._count(self._result(unit, records, duration_s=duration_s))
+                )], []
+            yield self._count(self._result(unit, records, duration_s=duration_s, features=features))
 
     def _separate_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None):
-        """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s)],
-        audio seconds)``. Beam-free (no counters), so it can run in a thread of its own.
+        """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s,
+        feature rows)], audio seconds)``. Beam-free (no counters), so it can run in a thread of its own.
         Large tracks whose operators all work in blocks are streamed instead (one read per
         operator, memory bounded by the block)."""
         size = source_size(track.source_uri)  # one stat (or HEAD) serves both checks
@@ -207,21 +212,22 @@ class SeparateTrackFn(beam.DoFn):
             return self._stream_track(track, todo, guard, size, long.tags)
         except UnitFailed as failure:
             return [
-                (unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version, guard=guard), None)
+                (unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version, guard=guard), None, [])
                 for unit in todo
             ], 0.0
         # One Analysis per track: operators with the same STFT settings share one STFT.
         analysis = Analysis(audio, sr)
         outcomes = []
         for unit in todo:
+            features: list[dict] = []
             try:
                 records = separate_unit(
                     unit, self.job, self.output, self._operators[unit.label], analysis,
-                    run_id=self.run_id, version=self._version, tags=tags, guard=guard,
+                    run_id=self.run_id, version=self._version, tags=tags, guard=guard, feature_rows_out=features,
                 )
             except PartNotWritten:
                 records = None
-            outcomes.append((unit, records, audio.shape[1] / sr))
+            outcomes.append((unit, records, audio.shape[1] / sr, features))
         return outcomes, audio.shape[1] / sr
 
     def _stream_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None, size, tags):
@@ -229,14 +235,16 @@ class SeparateTrackFn(beam.DoFn):
         file per operator, more for a global model): memory bounded by the block length."""
         outcomes, seconds = [], 0.0
         for unit in todo:
+            features: list[dict] = []
             try:
                 records, seconds = stream_unit(
                     unit, self.job, self.output, self._operators[unit.label],
                     run_id=self.run_id, version=self._version, tags=tags, size=size, guard=guard,
+                    feature_rows_out=features,
                 )
             except PartNotWritten:
                 records = None
-            outcomes.append((unit, records, seconds or None))
+            outcomes.append((unit, records, seconds or None, features))
         return outcomes, seconds
 
     def _within(self, limit: float, track: Track, todo: list[Unit]):
@@ -272,23 +280,26 @@ class SeparateTrackFn(beam.DoFn):
         for unit in todo:
             part = part_uri(self.output, unit.label, unit.track_id)
             if part in written:  # finished before the limit
-                outcomes.append((unit, _records_of(unit, part), None))
+                features = read_feature_part(feature_part_uri(self.output, unit.label, unit.track_id)) or []
+                outcomes.append((unit, _records_of(unit, part), None, features if self.job.features.enabled else []))
                 continue
             stems = [u for u in written if u.startswith(stem_prefix(self.output, unit, self.job))]
             _remove(stems)
-            outcomes.append((unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version), None))
+            outcomes.append((unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version), None, []))
         return outcomes, 0.0
 
-    def _result(self, unit: Unit, records: list[StemRecord], duration_s: float | None = None) -> dict[str, Any]:
-        """The unit's result dict with its metadata rows, counted as ok or error."""
+    def _result(
+        self, unit: Unit, records: list[StemRecord], duration_s: float | None = None, features: list[dict] | None = None
+    ) -> dict[str, Any]:
+        """The unit's result dict with its metadata rows (and feature rows), counted as ok or error."""
         rows = [record_dict(r) for r in records]
         if records[0].status == STATUS_OK:
             self.units_ok.inc()
             return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_OK, "duration_s": duration_s,
-                    "rows": rows}
+                    "rows": rows, "features": features or []}
         self.units_error.inc()
         return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR,
-                "error_type": records[0].error_type, "rows": rows}
+                "error_type": records[0].error_type, "rows": rows, "features": []}
 
 
 def _records_of(unit: Unit, part: str) -> list[StemRecord]:
@@ -400,8 +411,9 @@ class SeparateCatalog(beam.PTransform):
     the pipeline root, ``Create(tracks)`` first): the separation of the catalog.
 
     Its output holds one dict per (track, operator): ``track_id``, ``label``, ``status``,
-    ``duration_s`` or ``error_type``, and ``rows``, the unit's metadata rows (dicts of
-    ``STEM_METADATA_SCHEMA``'s columns), which :class:`WriteMetadata` publishes.
+    ``duration_s`` or ``error_type``, ``rows``, the unit's metadata rows (dicts of
+    ``STEM_METADATA_SCHEMA``'s columns), and ``features``, its stems' feature rows
+    (``STEM_FEATURES_SCHEMA``), which :class:`WriteMetadata` publishes.
     """
 
     def __init__(self, tracks: list[Track] | None, job: JobConfig, output: str, run_id: str, overwrite: bool = False):

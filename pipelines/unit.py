@@ -32,6 +32,7 @@ from sepops.audio import decode_audio, output_rate, read_bytes, write_bytes_atom
 from sepops.tags import TrackTags, read_tags
 
 from .config import JobConfig, OperatorSpec
+from .features import feature_part_uri, feature_rows, read_feature_part, write_feature_part
 from .io import Track, join_uri, safe_path_component
 from .metadata import (
     STATUS_ERROR,
@@ -207,9 +208,13 @@ def _unit_stem_uri(unit: Unit, job: JobConfig, output: str, stem: str) -> str:
     return stem_uri(output, unit.track_id, unit.label, stem, job.audio.extension, by_label=job.stems_by_label)
 
 
-def complete_rows(unit: Unit, job: JobConfig, output: str, operator: Operator) -> list[dict] | None:
+def complete_rows(
+    unit: Unit, job: JobConfig, output: str, operator: Operator, feature_rows_out: list | None = None
+) -> list[dict] | None:
     """The rows of this unit's part when an earlier run left its stems and an ok part with
-    the same digest (the unit is then skipped), else ``None``."""
+    the same digest (the unit is then skipped), else ``None``. When the job asks for
+    features, the unit is complete only with a features part of the same settings, whose
+    rows are then appended to ``feature_rows_out``."""
     part = read_part(part_uri(output, unit.label, unit.track_id))
     if part is None or part.num_rows == 0:
         return None
@@ -223,9 +228,19 @@ def complete_rows(unit: Unit, job: JobConfig, output: str, operator: Operator) -
     # several or back) are redone where this job puts them.
     if any(r["stem_uri"] != _unit_stem_uri(unit, job, output, r["stem"]) for r in rows):
         return None
+    features = None
+    if job.features.enabled:
+        features = read_feature_part(feature_part_uri(output, unit.label, unit.track_id))
+        digest = job.features.digest()
+        if features is None or {f["stem"] for f in features} != {r["stem"] for r in rows} or any(
+            f["features_digest"] != digest for f in features
+        ):
+            return None
     fs, _ = fsspec.core.url_to_fs(rows[0]["stem_uri"])
     if not all(fs.exists(fsspec.core.url_to_fs(r["stem_uri"])[1]) for r in rows):
         return None
+    if features is not None and feature_rows_out is not None:
+        feature_rows_out.extend(features)
     return rows
 
 
@@ -340,10 +355,12 @@ def fail_unit(
 
 def separate_unit(
     unit: Unit, job: JobConfig, output: str, operator: Operator, analysis: Analysis, *, run_id: str, version: str,
-    tags: TrackTags | None = None, guard: WriteGuard | None = None,
+    tags: TrackTags | None = None, guard: WriteGuard | None = None, feature_rows_out: list | None = None,
 ) -> list[StemRecord]:
-    """Separate the track of ``analysis``, write its stems and then its metadata part
-    (every row carrying the source's ``tags``).
+    """Separate the track of ``analysis``, compute its stems' features (``job.features``)
+    from the arrays in memory, write the stems, the features part and then the metadata
+    part (every row carrying the source's ``tags``). The unit's feature rows (dicts of
+    ``STEM_FEATURES_SCHEMA``) are appended to ``feature_rows_out`` when it is given.
 
     Returns
     -------
@@ -365,6 +382,9 @@ def separate_unit(
             raise UnitFailed("operator_error", f"{type(exc).__name__}: {exc}", tags=tags) from exc
         stems = _checked(stems, audio.shape, tags)
         uris = {name: _unit_stem_uri(unit, job, output, name) for name in stems}
+        extractor = _feature_extractor(job, list(stems), sr, audio.shape[0])
+        if extractor is not None:
+            extractor.add(stems)
         for name, stem in stems.items():
             try:
                 with _guarded(guard, uris[name]):
@@ -382,8 +402,27 @@ def separate_unit(
         unit, job, uris, energy, peak, frames=audio.shape[1], channels=audio.shape[0], sr=sr,
         elapsed=time.perf_counter() - started, tags=tags, run_id=run_id, version=version,
     )
-    _commit(unit, output, records, guard)
+    _commit(unit, output, records, guard, _unit_feature_rows(unit, job, extractor, uris, sr, run_id), feature_rows_out)
     return records
+
+
+def _feature_extractor(job: JobConfig, stem_names: list[str], sr: int, channels: int):
+    """The unit's :class:`sepops.features.FeatureExtractor`, or ``None`` when the job asks for no feature."""
+    if not job.features.enabled:
+        return None
+    from sepops.features import FeatureExtractor
+
+    return FeatureExtractor(stem_names, sr, channels, job.features)
+
+
+def _unit_feature_rows(unit: Unit, job: JobConfig, extractor, uris: dict[str, str], sr: int, run_id: str) -> list[dict] | None:
+    if extractor is None:
+        return None
+    return feature_rows(
+        extractor.finish(), track_id=unit.track_id, label=unit.label, operator=unit.operator,
+        source_uri=unit.source_uri, stem_uris=uris, sample_rate=sr, digest=job.features.digest(),
+        run_id=run_id, created_at=utc_now(),
+    )
 
 
 def _ok_records(
@@ -409,8 +448,12 @@ def _ok_records(
     ]
 
 
-def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuard | None) -> None:
-    """Write the unit's part, the completeness marker, after its stems; clear its dead letter.
+def _commit(
+    unit: Unit, output: str, records: list[StemRecord], guard: WriteGuard | None,
+    features: list[dict] | None = None, feature_rows_out: list | None = None,
+) -> None:
+    """Write the unit's features part (when the job computes features), then its metadata
+    part, the completeness marker, after its stems; clear its dead letter.
 
     Raises
     ------
@@ -418,6 +461,10 @@ def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuar
         When storage refused the part (the stems stay; the job records the unit as ``missing_result``).
     """
     try:
+        if features is not None:
+            uri = feature_part_uri(output, unit.label, unit.track_id)
+            with _guarded(guard, uri):
+                write_feature_part(uri, features)
         part = part_uri(output, unit.label, unit.track_id)
         with _guarded(guard, part):
             write_part(part, records)
@@ -427,6 +474,8 @@ def _commit(unit: Unit, output: str, records: list[StemRecord], guard: WriteGuar
         _LOG.exception("could not write the metadata part of %s / %s", unit.track_id, unit.label)
         raise PartNotWritten(f"{unit.track_id} / {unit.label}") from exc
     _clear_dead_letter(unit, output)
+    if features is not None and feature_rows_out is not None:
+        feature_rows_out.extend(features)
 
 
 #: Output formats a stem can be written in blocks to (Opus resamples: whole tracks only).
@@ -466,9 +515,11 @@ def read_source_tags(source_uri: str) -> TrackTags:
 def stream_unit(
     unit: Unit, job: JobConfig, output: str, operator: Operator, *, run_id: str, version: str,
     tags: TrackTags | None = None, size: int | None = None, guard: WriteGuard | None = None,
+    feature_rows_out: list | None = None,
 ) -> tuple[list[StemRecord], float]:
     """:func:`separate_unit` for a track read, separated and written block by block
-    (``tags`` from :func:`read_source_tags`, ``size`` from :func:`source_size`).
+    (``tags`` from :func:`read_source_tags`, ``size`` from :func:`source_size`); the
+    features are computed block by block too (:class:`sepops.features.FeatureExtractor`).
 
     Returns
     -------
@@ -501,6 +552,7 @@ def stream_unit(
                 energy = dict.fromkeys(uris, 0.0)
                 peak = dict.fromkeys(uris, 0.0)
                 frames = 0
+                extractor = _feature_extractor(job, list(uris), sr, channels)
                 with contextlib.ExitStack() as writers:
                     out = {
                         name: writers.enter_context(open_writer(
@@ -516,6 +568,8 @@ def stream_unit(
                         stems = _checked(stems, (channels, n), tags)
                         if set(stems) != set(uris):
                             raise UnitFailed("invalid_output", f"stems {sorted(stems)}, expected {sorted(uris)}", tags=tags)
+                        if extractor is not None:
+                            extractor.add(stems)
                         for name, block in stems.items():
                             out[name].write(block)
                             energy[name] += float(np.sum(np.square(block, dtype=np.float64)))
@@ -536,7 +590,7 @@ def stream_unit(
         unit, job, uris, energy, peak, frames=frames, channels=channels, sr=sr,
         elapsed=time.perf_counter() - started, tags=tags, run_id=run_id, version=version,
     )
-    _commit(unit, output, records, guard)
+    _commit(unit, output, records, guard, _unit_feature_rows(unit, job, extractor, uris, sr, run_id), feature_rows_out)
     return records, frames / sr
 
 

@@ -1,0 +1,83 @@
+"""Onsets, tempo and beats of a stem (librosa).
+
+The onset envelope is computed once per stem at a 256-sample hop (11.6 ms at 22.05 kHz, 5.8 ms
+at 44.1 kHz) so that onset and beat times land within a few milliseconds of the event, and
+both the onsets and the beat tracker read that one envelope.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["HOP", "onset_envelope", "onset_times", "tempo_and_beats"]
+
+HOP = 256
+_N_FFT = 2048
+
+
+def onset_envelope(mono: np.ndarray, sr: int) -> np.ndarray:
+    """Spectral-flux onset strength of a mono signal, one value per ``HOP`` samples.
+
+    Parameters
+    ----------
+    mono : np.ndarray, shape (samples,)
+    sr : int
+
+    Returns
+    -------
+    np.ndarray, shape (frames,)
+    """
+    import librosa
+
+    y = np.asarray(mono, dtype=np.float32)
+    if len(y) < _N_FFT:  # the short last block of a long track: one frame of zeros after it
+        y = np.pad(y, (0, _N_FFT - len(y)))
+    return librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP, n_fft=_N_FFT)[: 1 + len(mono) // HOP]
+
+
+def onset_times(envelope: np.ndarray, sr: int) -> np.ndarray:
+    """Onset times in seconds, from :func:`onset_envelope` (librosa's peak picking)."""
+    import librosa
+
+    if envelope.size == 0 or not np.any(envelope > 0):
+        return np.zeros(0)
+    return librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=HOP, units="time")
+
+
+def tempo_and_beats(envelope: np.ndarray, sr: int) -> tuple[float | None, np.ndarray]:
+    """The global tempo (BPM) and the beat times (seconds), from :func:`onset_envelope`.
+
+    Returns
+    -------
+    tempo_bpm : float or None
+        ``None`` when no beat was found (silence, a stem without pulse).
+    beat_times_s : np.ndarray, shape (beats,)
+    """
+    import librosa
+
+    if envelope.size == 0 or not np.any(envelope > 0):
+        return None, np.zeros(0)
+    tempo, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=sr, hop_length=HOP, units="frames")
+    tempo = float(np.atleast_1d(tempo)[0])
+    if len(frames) == 0 or tempo <= 0:
+        return None, np.zeros(0)
+    frames = _snapped(np.asarray(frames), envelope, max(1, int(round(_SNAP_S * sr / HOP))))
+    return tempo, librosa.frames_to_time(frames, sr=sr, hop_length=HOP).astype(np.float64)
+
+
+#: How far a beat may move to the strongest onset near it.
+_SNAP_S = 0.035
+
+
+def _snapped(frames: np.ndarray, envelope: np.ndarray, reach: int) -> np.ndarray:
+    """Each beat moved to the strongest onset within ``reach`` frames.
+
+    The tracker places beats on a grid of one tempo, whole frames apart, so they drift from
+    the onsets by up to a frame per beat between corrections (22 ms measured on a 120 BPM
+    click track); the onsets they stand for are the better times.
+    """
+    out = frames.copy()
+    for i, f in enumerate(frames):
+        lo, hi = max(0, f - reach), min(len(envelope), f + reach + 1)
+        if hi > lo:
+            out[i] = lo + int(np.argmax(envelope[lo:hi]))
+    return out
