@@ -56,7 +56,9 @@ PRESETS = {
     "unet": ("unet", {"device": "cpu"}),
 }
 #: Stem names of the operators, as the validation set's.
-_AS_REFS = {"background": "accompaniment", "foreground": "lead"}
+#: Stems scored as the loops' references: REPET's, and unsupervised NMF's (repetition grouping).
+_AS_REFS = {"background": "accompaniment", "foreground": "lead", "repeating": "accompaniment",
+            "non_repeating": "lead"}
 
 
 def make_track(path: Path, minutes: float, seed: int = 0) -> float:

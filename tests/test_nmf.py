@@ -179,18 +179,70 @@ def test_loop_period_of_a_repeating_pattern():
     assert loop_period(V[:, :12], sr=100, hop_length=10) is None
 
 
-def _score(op, data_dir, piece, stems_key="stems"):
+def _score(op, data_dir, piece, stems_key="stems", as_refs=None):
     mix, sr, refs = load_piece(data_dir, piece, stems_key)
     est = op.separate(mix, sr)
+    est = {(as_refs or {}).get(k, k): v for k, v in est.items()}
     return mean_sdr(bss_eval(refs, est)), mean_sdr(bss_eval(refs, trivial_estimate(mix, refs)))
+
+
+#: The unsupervised stems scored against the loops' references: the repeating loop is the
+#: accompaniment there, the non-repeating melody the lead.
+UNSUPERVISED_AS_LOOPS = {"repeating": "accompaniment", "non_repeating": "lead"}
+
+
+def test_unsupervised_stems_are_named_for_the_grouping_supervised_for_the_dictionary():
+    assert get_operator("nmf").stem_names == ["repeating", "non_repeating"]
+    assert get_operator("nmf", grouping="percussive").stem_names == ["percussive", "harmonic"]
+    assert get_operator("nmf", grouping="pitch").stem_names == ["high", "low"]
+    assert get_operator("nmf", dictionary="loops_accompaniment_lead").stem_names == ["accompaniment", "lead"]
+    assert get_operator("nmf", dictionary="chorales_satb").stem_names == ["soprano", "alto", "tenor", "bass"]
 
 
 def test_unsupervised_beats_trivial_on_loops(data_dir, manifest):
     op = get_operator("nmf")
     for piece in pieces(manifest, "loops")[:2]:
-        sdr, triv = _score(op, data_dir, piece)
+        sdr, triv = _score(op, data_dir, piece, as_refs=UNSUPERVISED_AS_LOOPS)
         # measured: loop_1101 17.0 dB, loop_1102 24.7 dB; trivial 0.0 dB (all 6 loops: 18.9 dB)
         assert sdr > triv + 12, (piece["id"], sdr, triv)
+
+
+def _level_db(x, ref):
+    return 10 * np.log10(max(np.mean(np.square(x, dtype=np.float64)), 1e-30) / np.mean(np.square(ref, dtype=np.float64)))
+
+
+def test_no_unsupervised_stem_of_a_chorale_is_silent(data_dir, manifest):
+    # The chorales' parts do not repeat at one period: the repetition threshold puts every
+    # component of chorale_bwv322 among the non-repeating ones (the repeating stem was at
+    # -286 dB); the component nearest the threshold now moves over (measured: -16.7 dB).
+    piece = next(p for p in pieces(manifest, "chorales") if p["id"] == "chorale_bwv322")
+    mix, sr, _ = load_piece(data_dir, piece)
+    stems = get_operator("nmf").separate(mix, sr)
+    np.testing.assert_allclose(sum(stems.values()), mix, atol=1e-5)
+    levels = {k: _level_db(v, mix) for k, v in stems.items()}
+    assert all(level > -40 for level in levels.values()), levels
+
+
+def test_grouping_never_leaves_a_group_without_a_sounding_component():
+    from sepops.nmf.grouping import _fill_empty_groups, group_components
+
+    energy = np.array([1.0, 2.0, 3.0, 1e-12])
+    key = np.array([0.1, 0.5, 0.3, 0.9])
+    # all on the non-repeating side: the most repeating sounding one (not the silent 3) moves
+    assert _fill_empty_groups(np.ones(4, int), key, energy, 2).tolist() == [1, 0, 1, 1]
+    # all on the repeating side: the least repeating moves
+    assert _fill_empty_groups(np.zeros(4, int), key, energy, 2).tolist() == [1, 0, 0, 0]
+    # nothing to fill, or only one component sounds: unchanged
+    assert _fill_empty_groups(np.array([0, 1, 1, 0]), key, energy, 2).tolist() == [0, 1, 1, 0]
+    assert _fill_empty_groups(np.ones(4, int), key, np.array([1.0, 0, 0, 0]), 2).tolist() == [1, 1, 1, 1]
+    # three groups by decreasing key: an empty middle group takes from its nearest neighbour
+    got = _fill_empty_groups(np.array([0, 0, 2, 2]), np.array([4.0, 3.0, 2.0, 1.0]), np.ones(4), 3)
+    assert sorted(set(got.tolist())) == [0, 1, 2]
+    # too short for a loop period: everything non-repeating but the steadiest component
+    rng = np.random.default_rng(0)
+    W, H = rng.random((20, 3)), rng.random((3, 8))
+    H[2] = 1.0
+    assert group_components(W, H, "repetition", 2, V=W @ H).tolist() == [1, 1, 0]
 
 
 def test_supervised_beats_trivial_on_loops_and_chorales(data_dir, manifest):

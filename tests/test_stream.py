@@ -173,7 +173,9 @@ def test_windowed_operators_in_blocks_score_as_the_whole_signal_model(data_dir, 
     got, blocks = _streamed(op, _write(tmp_path, mix, sr), block_s=60.0)
     assert blocks == 3
     np.testing.assert_allclose(sum(got.values()), mix, atol=1e-5)
-    as_refs = {"background": "accompaniment", "foreground": "lead"}  # REPET's names
+    # REPET's names, and unsupervised NMF's (repetition grouping)
+    as_refs = {"background": "accompaniment", "foreground": "lead", "repeating": "accompaniment",
+               "non_repeating": "lead"}
 
     def sdr(stems):
         return mean_sdr(bss_eval(refs, {as_refs.get(k, k): v for k, v in stems.items()}))

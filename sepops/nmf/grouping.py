@@ -1,9 +1,14 @@
 """Grouping NMF components into stems without ground truth.
 
 Rules (see :mod:`sepops.operators.nmf` for what each is for and how it measured):
-``"repetition"`` (components whose activation repeats at the loop period are the
-accompaniment), ``"percussive"`` (flat templates are drums) and ``"pitch"`` (k-means on the
-templates' spectral centroids).
+``"repetition"`` (components whose activation repeats at the loop period, and the rest),
+``"percussive"`` (flat templates are drums) and ``"pitch"`` (k-means on the templates'
+spectral centroids).
+
+No rule leaves a group without a sounding component while two or more components sound:
+a group the rule leaves empty takes the nearest group's component that is closest to it by
+the rule's own score (:func:`_fill_empty_groups`), so no stem of a non-silent mixture is
+silent.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import numpy as np
 
 from ..dsp import beat_spectrum
 
-__all__ = ["group_components", "loop_period", "repetition_scores", "spectral_centroid", "spectral_flatness"]
+__all__ = ["ACTIVE_SHARE", "component_energy", "group_components", "loop_period", "repetition_scores", "spectral_centroid", "spectral_flatness"]
 
 
 def loop_period(
@@ -74,6 +79,44 @@ def repetition_scores(H: np.ndarray, period: int) -> np.ndarray:
     return np.where(den > 0, (a * b).sum(axis=1) / np.maximum(den, 1e-300), 0.0)
 
 
+#: A component sounds when its energy (sum of template times sum of activation) is at least
+#: this fraction of the largest component's.
+ACTIVE_SHARE = 1e-6
+
+
+def component_energy(W: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Each component's total magnitude in ``W @ H``: sum of its template times sum of its
+    activation. W : (bins, components), H : (components, frames) -> (components,)."""
+    return np.asarray(W, dtype=np.float64).sum(axis=0) * np.asarray(H, dtype=np.float64).sum(axis=1)
+
+
+def _fill_empty_groups(labels: np.ndarray, key: np.ndarray, energy: np.ndarray, n_groups: int) -> np.ndarray:
+    """Give every group at least one sounding component, when enough components sound.
+
+    The rules order their groups by decreasing ``key`` (repetition score, flatness, centroid),
+    so an empty group ``g`` takes, from the nearest group holding two or more sounding
+    components, the one whose key is nearest to ``g``'s side: the lowest-keyed of a group
+    before ``g``, the highest-keyed of a group after it. Groups that were not empty keep
+    their components but the one given away.
+    """
+    labels = np.asarray(labels).copy()
+    active = energy > ACTIVE_SHARE * energy.max() if energy.size and energy.max() > 0 else np.zeros(len(labels), bool)
+    if active.sum() < 2:
+        return labels
+    for _ in range(n_groups):
+        counts = np.bincount(labels[active], minlength=n_groups)
+        empty = np.flatnonzero(counts == 0)
+        donors = np.flatnonzero(counts >= 2)
+        if not empty.size or not donors.size:
+            break
+        g = int(empty[0])
+        donor = int(donors[np.argmin(np.abs(donors - g))])
+        members = np.flatnonzero(active & (labels == donor))
+        pick = members[np.argmin(key[members])] if donor < g else members[np.argmax(key[members])]
+        labels[pick] = g
+    return labels
+
+
 def _kmeans_1d(x: np.ndarray, k: int, n_iter: int = 50) -> np.ndarray:
     """Lloyd's k-means on scalars; labels ordered by increasing cluster centre."""
     x = np.asarray(x, dtype=np.float64)
@@ -133,22 +176,30 @@ def group_components(
     Returns
     -------
     np.ndarray of int, shape (components,)
-        Stem index per component: "repetition" 0 = accompaniment, 1 = lead; "percussive"
-        0 = percussive, 1 = harmonic; "pitch" 0 = highest.
+        Stem index per component: "repetition" 0 = repeating, 1 = non-repeating;
+        "percussive" 0 = percussive, 1 = harmonic; "pitch" 0 = highest. When two or more
+        components sound, every group holds at least one of them (:func:`_fill_empty_groups`).
     """
     K = W.shape[1]
+    energy = component_energy(W, H)
     if rule == "repetition":
         period = loop_period(V if V is not None else W @ H, sr, hop_length)
         if period is None:
-            return np.ones(K, dtype=int)
-        return (repetition_scores(H, period) < repetition_threshold).astype(int)
+            # Too short for a loop period: all is non-repeating, but for the component that
+            # changes least from frame to frame (self-similarity at a lag of one frame).
+            key = repetition_scores(H, 1) if H.shape[1] > 1 else np.zeros(K)
+            labels = np.ones(K, dtype=int)
+        else:
+            key = repetition_scores(H, period)
+            labels = (key < repetition_threshold).astype(int)
+        return _fill_empty_groups(labels, key, energy, 2)
     if rule == "percussive":
         log_flat = np.log(spectral_flatness(W))
         if np.ptp(log_flat) == 0:
-            return np.ones(K, dtype=int)
+            return _fill_empty_groups(np.ones(K, dtype=int), log_flat, energy, 2)
         # _kmeans_1d ranks clusters by increasing flatness: the flatter one is percussive.
-        return 1 - _kmeans_1d(log_flat, 2)
+        return _fill_empty_groups(1 - _kmeans_1d(log_flat, 2), log_flat, energy, 2)
     if rule == "pitch":
         log_c = np.log(np.maximum(spectral_centroid(W, sr, n_fft), 1.0))
-        return (n_groups - 1) - _kmeans_1d(log_c, n_groups)
+        return _fill_empty_groups((n_groups - 1) - _kmeans_1d(log_c, n_groups), log_c, energy, n_groups)
     raise ValueError(f"unknown grouping rule {rule!r}")
