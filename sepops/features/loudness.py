@@ -1,10 +1,12 @@
 """Integrated loudness per ITU-R BS.1770-4 (LUFS), whole or streamed.
 
-A whole stem is measured by pyloudnorm (``Meter.integrated_loudness``). A stem that arrives
-in blocks (a long track) is measured by :class:`LoudnessMeter`: pyloudnorm's own K-weighting
-filters run over the blocks with their state carried across, the mean squares are kept per
-100 ms step (36,000 numbers for an hour), and the same two gates (-70 LUFS absolute, -10 LU
-relative) are applied at the end; it equals pyloudnorm on the whole signal (tested to 0.01 LU).
+:func:`integrated_loudness` is pyloudnorm's ``Meter.integrated_loudness``. The features
+table uses :class:`LoudnessMeter`, which takes a stem whole or block by block (a long track):
+pyloudnorm's own K-weighting filters run over the blocks with their state carried across, the
+mean squares are kept per 100 ms step (36,000 numbers for an hour), and the same two gates
+(-70 LUFS absolute, -10 LU relative) are applied at the end, vectorised (pyloudnorm loops over
+the 400 ms blocks in Python: 1.7x the time). It equals pyloudnorm on the whole signal (tested
+to 0.01 LU).
 """
 from __future__ import annotations
 

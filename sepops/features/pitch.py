@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PITCH_SR", "beat_chroma", "f0_contour"]
+__all__ = ["CHROMA_HOP", "CHROMA_SR", "PITCH_SR", "beat_chroma", "chroma_frames", "f0_contour"]
 
 #: pyin runs at 16 kHz: f0 of voices and melody instruments lies far below 8 kHz, and the
 #: resampling makes it 2.8x cheaper than at 44.1 kHz.
@@ -46,13 +46,38 @@ def f0_contour(
     return f0[:frames] if len(f0) >= frames else np.pad(f0, (0, frames - len(f0)), constant_values=np.nan)
 
 
-def beat_chroma(mono: np.ndarray, sr: int, beat_times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Chroma (C, C#, ..., B) averaged between beats.
+#: Chroma frames are computed at 22.05 kHz with this hop (23 ms): finer than any beat.
+CHROMA_SR = 22050
+CHROMA_HOP = 512
+
+
+def chroma_frames(mono: np.ndarray, sr: int) -> np.ndarray:
+    """Chroma (C, C#, ..., B) of a mono signal every ``CHROMA_HOP`` samples at ``CHROMA_SR``.
+
+    Returns
+    -------
+    np.ndarray, shape (12, frames)
+    """
+    import librosa
+
+    x = np.asarray(mono, dtype=np.float32)
+    if sr != CHROMA_SR:
+        import soxr
+
+        x = soxr.resample(x, sr, CHROMA_SR, quality="MQ")
+    if len(x) < 4096:
+        x = np.pad(x, (0, 4096 - len(x)))
+    return librosa.feature.chroma_stft(y=x, sr=CHROMA_SR, hop_length=CHROMA_HOP, n_fft=4096)
+
+
+def beat_chroma(chroma: np.ndarray, hop_s: float, beat_times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chroma frames averaged between beats.
 
     Parameters
     ----------
-    mono : np.ndarray, shape (samples,)
-    sr : int
+    chroma : np.ndarray, shape (12, frames)
+        Frame ``i`` at ``i * hop_s`` seconds (:func:`chroma_frames`).
+    hop_s : float
     beat_times_s : np.ndarray
         Beat times, seconds (segments: [0, b0), [b0, b1), ..., [b_last, end)).
 
@@ -64,13 +89,9 @@ def beat_chroma(mono: np.ndarray, sr: int, beat_times_s: np.ndarray) -> tuple[np
     """
     import librosa
 
-    hop = 512
-    x = np.asarray(mono, dtype=np.float32)
-    chroma = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=hop, n_fft=4096)
-    frames = librosa.time_to_frames(np.asarray(beat_times_s, dtype=np.float64), sr=sr, hop_length=hop)
+    frames = np.round(np.asarray(beat_times_s, dtype=np.float64) / hop_s).astype(int)
     bounds = librosa.util.fix_frames(frames[frames < chroma.shape[1]], x_min=0, x_max=chroma.shape[1])
     synced = librosa.util.sync(chroma, bounds, aggregate=np.mean).T  # (segments, 12)
     peak = synced.max(axis=1, keepdims=True)
     synced = np.divide(synced, peak, out=np.zeros_like(synced), where=peak > 0)
-    starts = librosa.frames_to_time(bounds[:-1], sr=sr, hop_length=hop)
-    return starts, synced.astype(np.float32)
+    return bounds[:-1] * hop_s, synced.astype(np.float32)
