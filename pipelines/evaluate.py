@@ -974,6 +974,7 @@ def evaluate(
     for path in earlier:
         fs.rm_file(path)
     _remove_tree(run_dir(output, evaluation_id))
+    _remove_empty_dirs(fs, [join_uri(output, "_sepflow", "runs"), join_uri(output, "_sepflow")])
     return EvaluationResult(evaluation_id, output, table.num_rows, len(errors), summary, sorted(set(errors)),
                             time.perf_counter() - started, published + [summary_uri])
 
@@ -983,6 +984,18 @@ def _read_one(path: str, output: str) -> pa.Table:
     with fs.open(path, "rb") as f:
         return pq.read_table(f, columns=["label", "operator", "stem", "reference_stem", "is_oracle", "status", "sdr",
                                          "sdr_frames_median", "sir", "sar", "si_sdr", "error_message"])
+
+
+def _remove_empty_dirs(fs, uris: Sequence[str]) -> None:
+    """Remove the staging folders the evaluation made when nothing else is in them (an output
+    that is not a run's must not keep an empty ``_sepflow/``)."""
+    for uri in uris:
+        try:
+            path = fsspec.core.url_to_fs(uri)[1]
+            if not fs.ls(path, detail=False):
+                fs.rmdir(path)
+        except (FileNotFoundError, OSError):
+            pass
 
 
 def _remove_tree(uri: str) -> None:

@@ -84,6 +84,7 @@ def test_unnamed_stems_are_matched_by_best_assignment(data_dir, rng, tmp_path):
     missing = rows["no_such_piece/mixture:source_0"]
     assert missing["status"] == "error" and "no reference track" in missing["error_message"]
     assert "no_such_piece/mixture" in missing["error_message"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["evaluation", "metadata", "stems"]
 
 
 @pytest.fixture

@@ -64,12 +64,12 @@ class LoudnessMeter:
 
     def __init__(self, sr: int, channels: int):
         import pyloudnorm
-        from scipy.signal import lfilter_zi
 
         self.sr, self.channels = sr, channels
-        # pyloudnorm's K-weighting stages (high shelf, then high pass), with their state.
-        self._stages = [(f.b, f.a) for f in pyloudnorm.Meter(sr)._filters.values()]
-        self._state = [np.zeros((channels, len(lfilter_zi(b, a)))) for b, a in self._stages]
+        # pyloudnorm's K-weighting stages (high shelf, then high pass) as second-order
+        # sections, run in one pass (half the time of two lfilter calls), with their state.
+        self._sos = np.array([np.concatenate([f.b, f.a]) / f.a[0] for f in pyloudnorm.Meter(sr)._filters.values()])
+        self._state = np.zeros((len(self._sos), channels, 2))
         self._gains = np.asarray(_CHANNEL_GAINS[:channels])[:, None]
         self._steps: list[np.ndarray] = []  # (channels,) sum of squares per 100 ms step
         self._partial = np.zeros(channels)  # the current step's sum so far
@@ -78,11 +78,10 @@ class LoudnessMeter:
 
     def add(self, block: np.ndarray) -> None:
         """Measure the next ``(channels, samples)`` block."""
-        from scipy.signal import lfilter
+        from scipy.signal import sosfilt
 
         x = np.atleast_2d(np.asarray(block, dtype=np.float64))
-        for i, (b, a) in enumerate(self._stages):
-            x, self._state[i] = lfilter(b, a, x, axis=1, zi=self._state[i])
+        x, self._state = sosfilt(self._sos, x, axis=1, zi=self._state)
         squares = np.square(x)
         start = 0
         while start < squares.shape[1]:
