@@ -150,9 +150,12 @@ class ReferenceTrack:
     groups: list[tuple[str, ...]] = field(default_factory=list)
 
     def candidate_groups(self, size: int) -> list[tuple[str, ...]]:
-        """The reference groups an unsupervised unit of ``size`` stems may be assigned to."""
+        """The reference groups an unsupervised unit of ``size`` stems may be assigned to:
+        the manifest's first group of that size (its main split: a loop's accompaniment /
+        lead, not its percussive / harmonic, which a unit matches only by name), else every
+        subset of the track's stems of that size."""
         groups = [g for g in self.groups if len(g) == size]
-        return groups or [tuple(c) for c in itertools.combinations(self.stems, size)]
+        return groups[:1] or [tuple(c) for c in itertools.combinations(self.stems, size)]
 
     def group_of(self, stems: Iterable[str]) -> tuple[str, ...]:
         """The canonical order of a set of reference stems: a manifest group's when it is
@@ -1013,8 +1016,10 @@ Score the stems of one or more `sepflow run` outputs against reference stems, as
 Every separated track is paired with a reference track by its track id: the longest prefix
 folder of the id that is a reference track (loop_1101/mixture -> loop_1101), or the id itself.
 Stems are matched by name when all of an operator's stem names are reference stems; otherwise
-(ICA's source_*, REPET's background/foreground) by the best assignment: over the reference
-groups of the same size, the group and permutation with the highest mean SDR.
+(ICA's source_*, REPET's background/foreground, unsupervised NMF's repeating/non_repeating)
+by the best assignment: the permutation with the highest mean SDR over the manifest's first
+group of that size (a loop's accompaniment/lead), or, without a manifest, over every subset
+of the track's reference stems of that size.
 
 Scores per (track, operator, stem): BSS Eval v3 SDR/SIR/SAR over the whole signal and their
 medians over 1 s frames (silent frames excluded), and SI-SDR. Estimates and references that
@@ -1029,7 +1034,7 @@ References (--references):
   <folder>/<track>/stems/<stem>.flac   the validation set's layout (mixture*.flac are not stems)
   <folder>/<track>/<stem>.wav          musdb's layout (any audio extension)
   <folder>/manifest.json               a manifest of pieces[].files.stems, with stem groups
-                                       `stems` and `hpss_stems` (the candidates of assignment)
+                                       `stems` (assignment's candidates) and `hpss_stems`
 
 Output (default: the first --estimates):
   <output>/evaluation/evaluation-<id>-part-*.parquet   one row per (track, operator, stem)
