@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import textwrap
 import typing
@@ -296,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if verbose:
         logging.getLogger("sepflow").setLevel(logging.INFO)
+        os.environ["SEPFLOW_VERBOSE"] = "1"  # Beam's worker processes log their start-up too
     return command.handler(args, unknown)
 
 

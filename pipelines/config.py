@@ -262,7 +262,17 @@ _TOP_LEVEL_KEYS = ("operators", *_SECTIONS)
 _OPERATOR_KEYS = ("operator", "label", "params")
 
 
-def _build_section(cls: type, values: Any, section: str, source: str) -> Any:
+def _blame(message: str, source: str, items: dict[str, str]) -> str:
+    """Where a bad value came from: the ``--set`` item whose key the error names (``items``:
+    key -> the item as typed), else ``source`` (the config file)."""
+    for key, item in items.items():
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])", message):
+            return f"--set {item}"
+    return source
+
+
+def _build_section(cls: type, values: Any, section: str, source: str, origins: dict[str, str] | None = None) -> Any:
+    origins = origins or {}
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -271,7 +281,8 @@ def _build_section(cls: type, values: Any, section: str, source: str) -> Any:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {', '.join(f'{section}.{k}' for k in unknown)}; "
+            f"{f'--set {origins[unknown[0]]}' if unknown[0] in origins else source}: "
+            f"unknown key {', '.join(f'{section}.{k}' for k in unknown)}; "
             f"valid keys in '{section}': {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
@@ -281,17 +292,24 @@ def _build_section(cls: type, values: Any, section: str, source: str) -> Any:
             # Same type rules as operator parameters (strings from --set are parsed).
             coerced[key] = coerce(value, hints[key], f"{section}.{key}")
         except OperatorConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{f'--set {origins[key]}' if key in origins else source}: {exc}") from None
     try:
         return cls(**coerced)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: '{section}': {exc}") from None
+        raise ConfigError(f"{_blame(str(exc), source, origins)}: '{section}': {exc}") from None
 
 
 def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> OperatorSpec:
     where = f"operators[{index}]"
     if isinstance(entry, str):
         entry = {"operator": entry}
+    if isinstance(entry, dict):
+        entry = dict(entry)
+        if "_origin" in entry:  # an operator named by --operator, not in the file
+            source, where = entry.pop("_origin"), "operator"
+        set_items = entry.pop("_set", {})
+    else:
+        set_items = {}
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: {where} must be a mapping with 'operator' and 'params'")
     unknown = sorted(set(entry) - set(_OPERATOR_KEYS))
@@ -315,7 +333,7 @@ def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> O
     try:
         cls = operator_class(name)
     except OperatorConfigError as exc:
-        raise ConfigError(f"{source}: {where}.operator: {exc}") from None
+        raise ConfigError(f"{source}: {exc}" if where == "operator" else f"{source}: {where}.operator: {exc}") from None
     if cls.needs_references:
         raise ConfigError(
             f"{source}: {where}.operator {name!r} needs the true stems (an oracle); "
@@ -330,7 +348,9 @@ def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> O
         # model), so a missing one stops the job here rather than on every worker.
         config = cls.make_config(**{**stft_defaults, **params})
     except OperatorConfigError as exc:
-        raise ConfigError(f"{source}: {where}.params: {exc}") from None
+        blamed = _blame(str(exc), source, set_items)
+        prefix = f"{source}: {where}.params" if blamed == source and where != "operator" else blamed
+        raise ConfigError(f"{prefix}: {exc}") from None
     return OperatorSpec(operator=name, label=label, params=_config_as_json(config))
 
 
@@ -363,7 +383,12 @@ def _file_operator_count(raw: dict) -> int:
     return len(entries) if isinstance(entries, list) else 0
 
 
-def _apply_overrides(raw: dict, operators: list[str] | None, overrides: list[str]) -> dict:
+def _apply_overrides(
+    raw: dict, operators: list[str] | None, overrides: list[str], origins: dict[str, dict[str, str]]
+) -> dict:
+    """The file's mapping with ``--operator`` and ``--set`` applied. What came from a flag is
+    recorded so an error can name the flag: ``origins[section][key]`` for sections, and the
+    keys ``_origin`` / ``_set`` of operator entries (removed by :func:`_operator_spec`)."""
     raw = json.loads(json.dumps(raw))  # deep copy of plain YAML data
     entries = raw.get("operators")
     if entries is None:
@@ -376,8 +401,9 @@ def _apply_overrides(raw: dict, operators: list[str] | None, overrides: list[str
         chosen = []
         for name in operators:
             matches = [e for e in entries if isinstance(e, dict) and name in (e.get("label"), e.get("operator"))]
-            # An operator not in the file runs with its default parameters.
-            chosen.extend(matches or [{"operator": name}])
+            # An operator not in the file runs with its default parameters (errors about it
+            # name the flag, not the file).
+            chosen.extend(matches or [{"operator": name, "_origin": f"--operator {name}"}])
         entries = chosen
     raw["operators"] = entries
 
@@ -389,6 +415,7 @@ def _apply_overrides(raw: dict, operators: list[str] | None, overrides: list[str
                 raise ConfigError(f"'{head}' must be a mapping")
             section[key] = value
             raw[head] = section
+            origins.setdefault(head, {})[key] = item.strip()
             continue
         targets = [e for e in entries if isinstance(e, dict) and head in (e.get("label") or e.get("operator"),)]
         if not targets:
@@ -399,6 +426,7 @@ def _apply_overrides(raw: dict, operators: list[str] | None, overrides: list[str
             )
         for e in targets:
             e["params"] = {**(e.get("params") or {}), key: value}
+            e.setdefault("_set", {})[key] = item.strip()
     return raw
 
 
@@ -421,8 +449,11 @@ def job_config_from_dict(
             f"{', '.join(_TOP_LEVEL_KEYS)}"
         )
     config_operators = _file_operator_count(raw)  # before --operator chooses among them
-    raw = _apply_overrides(raw, operators, overrides or [])
-    sections = {name: _build_section(cls, raw.get(name), name, source) for name, cls in _SECTIONS.items()}
+    origins: dict[str, dict[str, str]] = {}
+    raw = _apply_overrides(raw, operators, overrides or [], origins)
+    sections = {
+        name: _build_section(cls, raw.get(name), name, source, origins.get(name)) for name, cls in _SECTIONS.items()
+    }
     if not raw["operators"]:
         raise ConfigError(f"{source}: no operators; add an 'operators' list or pass --operator NAME")
     specs = tuple(_operator_spec(e, i, sections["stft"], source) for i, e in enumerate(raw["operators"]))

@@ -41,7 +41,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from . import sepflow_version
-from .config import JobConfig
+from .config import ConfigError, JobConfig
 from .io import InputError, join_uri, plan_inputs
 from .metadata import (
     METADATA_DIR,
@@ -121,12 +121,42 @@ def make_runner(options: PipelineOptions):
         if (direct.direct_num_workers or 1) > 1 and direct.direct_running_mode == "in_memory":
             # FnApiRunner ignores extra workers in in_memory mode; say so instead of silently.
             _LOG.warning("--direct_num_workers > 1 needs --direct_running_mode=multi_processing (or multi_threading)")
-        return FnApiRunner()
+        return _QuietWorkersRunner()
     from apache_beam.runners.runner import create_runner
 
     # Beam's runner-name table lacks the DaskRunner; its full path works.
     runner = options.view_as(StandardOptions).runner
     return create_runner(_RUNNER_PATHS.get(name, runner))
+
+
+def _quiet_worker_runner_class():
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    class QuietWorkersRunner(FnApiRunner):
+        """The FnApiRunner, whose multi-process workers run :mod:`pipelines.sdk_worker` (Beam's
+        worker without its start-up chatter; ``sepflow run -v`` shows it)."""
+
+        def run_via_runner_api(self, pipeline_proto, options):
+            from apache_beam.portability import python_urns
+
+            for env in pipeline_proto.components.environments.values():
+                if env.urn == python_urns.SUBPROCESS_SDK:
+                    env.payload = env.payload.replace(
+                        b"apache_beam.runners.worker.sdk_worker_main", b"pipelines.sdk_worker"
+                    )
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    return QuietWorkersRunner
+
+
+def _QuietWorkersRunner():
+    from .sdk_worker import QuietWorkerLogs
+
+    # The runner logs what its workers ship to it under this logger: the same filter.
+    worker_logs = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    if not any(isinstance(f, QuietWorkerLogs) for f in worker_logs.filters):
+        worker_logs.addFilter(QuietWorkerLogs())
+    return _quiet_worker_runner_class()()
 
 
 @dataclass
@@ -337,10 +367,14 @@ def run_job(
     patterns = plan_inputs(list(inputs))
     out_fs, out_path = fsspec.core.url_to_fs(output)
     output_existed = out_fs.exists(out_path)
+    if output_existed and not out_fs.isdir(out_path):
+        raise InputError(f"--output {output} is a file; give a folder (or a bucket prefix) for the stems and metadata")
     run_id = new_run_id()
     options = pipeline_options(beam_args, len(patterns))
+    check_runner(job, options)
     runner = make_runner(options)
-    runner_name = type(runner).__name__
+    # Beam's name for it (ours only quiets the workers' logs).
+    runner_name = next(c.__name__ for c in type(runner).__mro__ if c.__module__.startswith("apache_beam"))
     _LOG.info("run %s: %d inputs x %d operators with %s -> %s", run_id, len(patterns), len(job.operators), runner_name, output)
 
     pipeline = build_pipeline(job, patterns, output, run_id, options, runner=runner, overwrite=overwrite)
@@ -385,6 +419,52 @@ def run_job(
         stream.write(summary.table() + "\n")
         stream.flush()
     return summary
+
+
+def check_runner(job: JobConfig, options: PipelineOptions) -> None:
+    """What the runner needs and can be checked before the job starts (``ConfigError``):
+    a Dask scheduler that answers, and CUDA where a U-Net asks for it and the job runs on
+    this machine (a cluster's workers may have the GPU the driver lacks)."""
+    name = _runner_name(options)
+    if name == "daskrunner":
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        address = getattr(options.view_as(DaskOptions), "address", None)  # --dask_client_address
+        if address:
+            _check_reachable(address)
+    if name in _IN_PROCESS_NAMES:
+        from sepops import OperatorConfigError
+
+        for spec in job.operators:
+            if spec.params.get("device") == "cuda":
+                from sepops.unet.separator import resolve_device
+
+                try:
+                    resolve_device("cuda")
+                except OperatorConfigError as exc:
+                    raise ConfigError(str(exc)) from None
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a Dask scheduler address nothing answers at (the DaskRunner would try for 30 s,
+    then fail in a 69-line traceback)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ConfigError(f"--dask_client_address {address}: expected tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--dask_client_address {address}: no Dask scheduler answers there ({exc.strerror or exc}); "
+            "start one (dask scheduler) or fix the address"
+        ) from None
 
 
 def _refuse_output_in_input(output: str, inputs: Sequence[str]) -> None:

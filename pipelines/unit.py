@@ -29,6 +29,7 @@ import numpy as np
 
 from sepops import Analysis, AudioError, Operator, save_audio
 from sepops.audio import decode_audio, output_rate, read_bytes, write_bytes_atomic
+from sepops.errors import without_object_reprs
 from sepops.tags import TrackTags, read_tags
 
 from .config import JobConfig, OperatorSpec
@@ -129,6 +130,7 @@ class UnitFailed(Exception):
 
     def __init__(self, error_type: str, message: str, traceback_text: str | None = None,
                  tags: TrackTags | None = None):
+        message = without_object_reprs(message)  # no memory addresses in a row
         super().__init__(message)
         self.error_type = error_type
         self.message = message

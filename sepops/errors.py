@@ -7,6 +7,8 @@ Bugs and resource exhaustion (``MemoryError``) stay what Python makes them.
 """
 from __future__ import annotations
 
+import re
+
 __all__ = ["AudioError", "CheckpointError", "OperatorConfigError", "ResourceNotFoundError", "SepopsError"]
 
 
@@ -24,8 +26,16 @@ class AudioError(SepopsError):
     def __init__(self, uri: str, kind: str, message: str):
         self.uri = uri
         self.kind = kind
-        self.message = message
-        super().__init__(f"{uri}: {message}")
+        self.message = without_object_reprs(message)
+        super().__init__(f"{uri}: {self.message}")
+
+
+def without_object_reprs(message: str) -> str:
+    """The decoder's cause without the in-memory file object it was given: libsndfile's
+    ``Error opening <_io.BytesIO object at 0x7f...>: Format not recognised.`` becomes
+    ``Format not recognised.`` (a row names its URI already; an address helps nobody)."""
+    message = re.sub(r"Error opening <[^<>]* at 0x[0-9a-fA-F]+>:\s*", "", message)
+    return re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", message)
 
 
 class OperatorConfigError(SepopsError, ValueError):

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import resources
 from ..audio import resample
+from ..errors import OperatorConfigError
 from ..masks import soft_masks, stems_from_masks, wiener
 from ..spectral import StftConfig, istft, stft
 
@@ -63,12 +64,22 @@ def shipped_models() -> list[str]:
 
 
 def resolve_device(device: str = "auto") -> str:
+    """The torch device for ``device`` ("auto": CUDA when torch sees one, else the CPU).
+
+    Raises
+    ------
+    OperatorConfigError
+        "cuda" on a machine where torch sees no CUDA device.
+    """
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+        raise OperatorConfigError(
+            "operator 'unet' parameter 'device': 'cuda' was asked for, but torch sees no CUDA device "
+            "on this machine (use 'auto' or 'cpu')"
+        )
     return device
 
 
