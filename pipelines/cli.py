@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 import typing
@@ -142,8 +143,56 @@ def _import_beam_quietly() -> None:
         root.setLevel(level)
 
 
+def _first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph as one line (never cut mid-sentence)."""
+    lines = []
+    for line in (doc or "").strip().splitlines():
+        if not line.strip():
+            break
+        lines.append(line.strip())
+    return " ".join(lines)
+
+
+def _parameter_docs(config_cls: type) -> dict[str, str]:
+    """``name : text`` entries of a config class's docstring (and its bases'), by parameter;
+    an entry naming several (``min_period_s, max_period_s : ...``) serves each."""
+    docs: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):
+        current: list[str] | None = None
+        for line in (cls.__doc__ or "").splitlines():
+            stripped = line.strip()
+            entry = re.match(r"^([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*) : (.*)$", stripped)
+            if entry and line.startswith("    ") and not line.startswith("     "):
+                current = [entry.group(2)]
+                for name in entry.group(1).split(", "):
+                    docs[name] = current  # shared list: continuation lines reach every name
+            elif current is not None and stripped and line.startswith("        "):
+                current.append(stripped)
+            else:
+                current = None
+    return {name: _plain(" ".join(parts)) for name, parts in docs.items()}
+
+
+def _plain(text: str) -> str:
+    """reST markup read as plain text: ``x`` and :func:`x` -> x."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")
+
+
+def _stem_names(cls) -> str:
+    """What the operator's stems are called, in words."""
+    if cls.needs_references:
+        return "the names of the true stems it is given"
+    described = getattr(cls, "stems_description", None)
+    if described:
+        return described
+    try:
+        return ", ".join(cls().stem_names) or "(named when fitted)"
+    except Exception:  # noqa: BLE001 - a default that cannot be built here (a model missing)
+        return "(see the parameters)"
+
+
 def _operators(args: argparse.Namespace, _: list[str]) -> int:
-    from sepops import OperatorConfigError, list_operators
+    from sepops import OperatorConfigError, list_operators, resources
     from sepops.registry import operator_class
 
     names = [args.name] if args.name else list_operators()
@@ -155,27 +204,43 @@ def _operators(args: argparse.Namespace, _: list[str]) -> int:
             print(f"sepflow operators: {exc}", file=sys.stderr)
             return EXIT_USAGE
         hints = typing.get_type_hints(cls.Config)
+        helps = _parameter_docs(cls.Config)
+        automatic = getattr(cls.Config, "automatic_stft", False)
         params = []
         for f in dataclasses.fields(cls.Config):
             default = f.default if f.default is not dataclasses.MISSING else None
             if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
                 default = f.default_factory()  # type: ignore[misc]
-            params.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default})
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        described.append(
-            {"name": name, "doc": doc, "needs_references": cls.needs_references, "params": params}
-        )
+            text = helps.get(f.name, "")
+            if f.name in ("n_fft", "hop_length") and not automatic:
+                text += " 0 is not allowed here (it means automatic only for nmf)."
+            params.append({"name": f.name, "type": _type_name(hints[f.name]), "default": default, "help": text.strip()})
+        described.append({
+            "name": name, "doc": _plain(_first_paragraph(cls.__doc__)), "needs_references": cls.needs_references,
+            "stems": _stem_names(cls), "params": params,
+        })
+    shipped = {kind: resources.shipped(kind) for kind in resources.KINDS}
     if args.json:
-        print(json.dumps(described, indent=1, default=str))
+        print(json.dumps({"operators": described, "shipped": shipped}, indent=1, default=str))
         return EXIT_OK
+    width = 88
     for d in described:
         note = "  (oracle: needs the true stems, not for catalogs)" if d["needs_references"] else ""
         print(f"{d['name']}{note}")
         if d["doc"]:
-            print(textwrap.indent(textwrap.fill(d["doc"], 88), "    "))
+            print(textwrap.indent(textwrap.fill(d["doc"], width - 4), "    "))
+        print(textwrap.indent(textwrap.fill(f"stems: {d['stems']}", width - 4), "    "))
+        print("    parameters:")
         for p in d["params"]:
-            print(f"    {p['name']:<22} {p['type']:<28} default {p['default']!r}")
+            head = f"{p['name']} ({p['type']}, default {p['default']!r})"
+            print(textwrap.fill(
+                f"{head}: {p['help']}" if p["help"] else head, width, initial_indent="      ", subsequent_indent="          "
+            ))
         print()
+    if not args.name or args.name in ("nmf", "unet"):
+        print("shipped resources (a parameter may also name a path or URI of your own):")
+        print(f"    nmf dictionary= {', '.join(shipped['nmf_dictionary'])}")
+        print(f"    unet model=     {', '.join(shipped['unet_model'])}")
     return EXIT_OK
 
 

@@ -63,6 +63,10 @@ class StftParams:
     theirs differs (``n_fft: int = 5120``). ``n_fft = 0`` means automatic (the operator
     picks per sample rate) for configs that set ``automatic_stft``; ``hop_length = 0`` then
     means a quarter of ``n_fft``.
+
+    n_fft : STFT window and FFT length, samples.
+    hop_length : STFT hop, samples.
+    window : STFT window (a scipy.signal.get_window name: hann, hamming, blackman ...).
     """
 
     n_fft: int = 2048

@@ -95,6 +95,16 @@ class HpssConfig(StftParams):
     stem: what is not clearly tonal is mostly the noisy part of drums, and this split scored
     best on drum + bass + melody loops.
     Defaults were tuned on rendered drum + bass + melody loops (not the validation set).
+
+    mask : "soft" (ratio masks with exponent ``power``) or "binary".
+    power : soft-mask exponent (2: Wiener-like).
+    margin : a bin is harmonic where H > margin * P, percussive where P > margin * H (>= 1).
+    residual : add a third stem, "residual", with what neither claims (else it goes to percussive).
+    harmonic_kernel_s : length of the harmonic median filter along time, seconds.
+    percussive_kernel_hz : height of the percussive median filter along frequency, hertz.
+    kernel_size : both filters in frames and bins (librosa's convention); overrides the two above.
+    channels : "joint" (one mask from the channel mean, for every channel) or "independent".
+    harmonic_stride : take the harmonic median on every n-th frame and interpolate (1: exact).
     """
 
     mask: Literal["soft", "binary"] = "soft"

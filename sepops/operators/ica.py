@@ -376,6 +376,8 @@ class IcaOperator(Operator):
 
     name = "ica"
     Config = IcaConfig
+    #: For ``sepflow operators``.
+    stems_description = "source_1 .. source_N, one per input channel (or n_sources), loudest first"
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)

@@ -181,6 +181,12 @@ class NmfOperator(MaskingOperator):
 
     name = "nmf"
     Config = NmfConfig
+    #: For ``sepflow operators``: the stems depend on the mode.
+    stems_description = (
+        "unsupervised: repeating, non_repeating (grouping repetition), percussive, harmonic "
+        "(grouping percussive) or high, low (grouping pitch); supervised: the dictionary's (loops_accompaniment_lead: "
+        "accompaniment, lead; chorales_satb: soprano, alto, tenor, bass)"
+    )
 
     def __init__(self, config=None, **params):
         super().__init__(config, **params)

@@ -19,7 +19,11 @@ from ..spectral import Analysis
 
 @dataclass(frozen=True)
 class IdealMaskConfig(StftParams):
-    """``power`` is the exponent of the ratio mask (1: magnitude ratio, 2: Wiener-like)."""
+    """Parameters of the oracle operators.
+
+    stems : the true stems' names, in order (default: those passed as references).
+    power : exponent of the ratio mask (1: magnitude ratio, 2: Wiener-like).
+    """
 
     stems: tuple[str, ...] | None = None
     power: float = 1.0

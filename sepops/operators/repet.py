@@ -276,6 +276,13 @@ class RepetConfig(_RepetMaskParams):
     against 7.12 for 3072/512 (the previous default), 7.17 for 4096/768, 7.11 for
     4096/1024, 7.15 for 6144/1024 and 7.09 for 6144/1536; of those it is among the fastest
     (fewest frames), about 1.2x as fast as 3072/512 and 1.3x as fast as 4096/768.
+
+    mask : "soft" (ratio masks with exponent ``power``) or "binary".
+    power : soft-mask exponent (1: REPET's W / V).
+    highpass_hz : everything below this frequency goes to the background (bass is rarely lead).
+    min_period_s, max_period_s : the range searched for the repeating period, seconds.
+    multiple_threshold : a shorter period replaces its multiple when its beat-spectrum peak is this high relative to it.
+    period_s : the repeating period in seconds, fixed (skips the search).
     """
 
     n_fft: int = 5120
@@ -372,6 +379,14 @@ class RepetSimConfig(_RepetMaskParams):
     the whole track): time and memory then grow linearly with the length, and 60 s still
     spans a verse and a chorus or two of most songs. Tracks up to ``max_lag_s`` long are
     unaffected.
+
+    mask : "soft" (ratio masks with exponent ``power``) or "binary".
+    power : soft-mask exponent (1: REPET-SIM's W / V).
+    highpass_hz : everything below this frequency goes to the background (bass is rarely lead).
+    min_similarity : cosine similarity a frame needs to count as a repetition (0..1).
+    min_distance_s : repetitions of a frame are at least this far apart, seconds.
+    max_repeats : at most this many similar frames make a frame's repeating model.
+    max_lag_s : similar frames are searched at most this far away, seconds.
     """
 
     n_fft: int = 4096
