@@ -91,7 +91,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"sepflow run: missing {', '.join(missing)}; see sepflow run --help", file=sys.stderr)
         return EXIT_USAGE
     try:
-        job = load_job_config(args.config, operators=args.operators, overrides=args.overrides)
+        overrides = _format_overrides(args) + list(args.overrides or [])
+        job = load_job_config(args.config, operators=args.operators, overrides=overrides)
         summary = run_job(
             job,
             args.inputs,
@@ -112,6 +113,26 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.strict and summary.tracks_error:
         return EXIT_TRACK_ERRORS
     return EXIT_OK
+
+
+_SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32": "FLOAT"}
+
+
+def _format_overrides(args: argparse.Namespace) -> list[str]:
+    """``--format`` / ``--bit-depth`` as the ``--set`` items they stand for (checked here, so
+    an error names the flag: ``--bit-depth 32`` needs ``--format wav``)."""
+    from .config import ConfigError
+
+    out = []
+    if args.audio_format:
+        out.append(f"audio.format={args.audio_format}")
+    if args.bit_depth:
+        if args.audio_format in ("mp3", "opus"):
+            raise ConfigError(f"--bit-depth {args.bit_depth}: {args.audio_format} stems have no bit depth (flac or wav only)")
+        if args.bit_depth == "32" and args.audio_format not in (None, "wav"):
+            raise ConfigError("--bit-depth 32 (float samples) needs --format wav: FLAC stores integers only")
+        out.append(f"audio.subtype={_SUBTYPES[args.bit_depth]}")
+    return out
 
 
 # --- operators ----------------------------------------------------------------------------

@@ -90,6 +90,7 @@ STEM_METADATA_SCHEMA = pa.schema(
         _field("status", pa.string(), "ok | error | skipped", False),
         _field("error_type", pa.string(), "short cause on error rows (empty, unsupported, too_long, ...)"),
         _field("error_message", pa.string(), "human-readable cause on error rows"),
+        _field("warning", pa.string(), "on ok rows: what looks wrong with the stem (silent while the others are not)"),
         _field("processing_s", pa.float64(), "seconds to separate and write this (track, operator)"),
         _field("config_digest", pa.string(), "fingerprint of operator + params + audio settings", False),
         _field("run_id", pa.string(), "the run that wrote the row", False),
@@ -135,6 +136,7 @@ class StemRecord:
     energy_share: float | None = None
     error_type: str | None = None
     error_message: str | None = None
+    warning: str | None = None
     processing_s: float | None = None
     source_artist: str | None = None
     source_title: str | None = None

@@ -20,6 +20,7 @@ class SepflowOptions(PipelineOptions):
             help="YAML job file (operators, stft, audio, job), e.g. configs/hpss.yaml",
         )
         parser.add_argument(
+            "-i",
             "--input",
             dest="inputs",
             action="append",
@@ -28,6 +29,7 @@ class SepflowOptions(PipelineOptions):
             "manifest .csv/.parquet with a 'uri' column; any fsspec URI (s3://, gs://). Repeatable.",
         )
         parser.add_argument(
+            "-o",
             "--output",
             default=None,
             help="where stems/, metadata/ and dead_letter/ go (a folder or an s3:// / gs:// prefix)",
@@ -48,6 +50,22 @@ class SepflowOptions(PipelineOptions):
             metavar="KEY=VALUE",
             help="override one config value: audio.format=wav, job.max_duration_s=600, "
             "stft.n_fft=4096, or <operator label>.<param>=<value> (hpss.kernel_size=31). Repeatable.",
+        )
+        parser.add_argument(
+            "--format",
+            dest="audio_format",
+            choices=("flac", "wav", "mp3", "opus"),
+            default=None,
+            help="stem file format (audio.format): flac and wav are exact, mp3 and opus lossy previews "
+            "(default: the config's, flac)",
+        )
+        parser.add_argument(
+            "--bit-depth",
+            dest="bit_depth",
+            choices=("16", "24", "32"),
+            default=None,
+            help="bits per sample of flac/wav stems (audio.subtype: 16 and 24 integer, 32 float, wav only; "
+            "default 16)",
         )
         parser.add_argument(
             "--overwrite",

@@ -433,6 +433,7 @@ def _ok_records(
 ) -> list[StemRecord]:
     """One ok row per stem from its level sums (sum of squares, peak), whole or streamed."""
     total, now = sum(energy.values()), utc_now()
+    levels = {name: _level_db(math.sqrt(energy[name] / max(frames * channels, 1))) for name in uris}
     return [
         unit.record(
             STATUS_OK, run_id=run_id, version=version, created_at=now, tags=tags,
@@ -441,13 +442,29 @@ def _ok_records(
             sample_rate=output_rate(job.audio.format, sr),
             channels=int(channels),
             duration_s=frames / sr,
-            stem_rms_db=_level_db(math.sqrt(energy[name] / max(frames * channels, 1))),
+            stem_rms_db=levels[name],
             stem_peak_db=_level_db(peak[name]),
             energy_share=energy[name] / total if total > 0 else None,
+            warning=_silence_warning(name, levels),
             processing_s=elapsed,
         )
         for name, uri in uris.items()
     ]
+
+
+#: A stem quieter than this (RMS, dBFS) beside one louder than ``_AUDIBLE_DB`` is flagged:
+#: the operator put nothing in it (e.g. a grouping that gave it no component).
+_SILENT_DB = -90.0
+_AUDIBLE_DB = -60.0
+
+
+def _silence_warning(name: str, levels: dict[str, float]) -> str | None:
+    """The row's warning when this stem is silent and another stem of the unit is not."""
+    others = [level for other, level in levels.items() if other != name]
+    if levels[name] <= _SILENT_DB and others and max(others) > _AUDIBLE_DB:
+        _LOG.warning("stem %r is silent (%.0f dBFS) while the others are not", name, levels[name])
+        return f"silent stem: {levels[name]:.0f} dBFS RMS while the loudest other stem is at {max(others):.0f} dBFS"
+    return None
 
 
 def _commit(

@@ -4,14 +4,14 @@ The dictionaries are learnt with sepops itself (:func:`sepops.nmf.learn_dictiona
 from the isolated stems of rendered training pieces, never from the validation set
 (``../shared/data``). Training data (same layout as the validation set) was rendered with::
 
-    python ../shared/training/render_training_set.py --out /work/train_data \\
+    python ../shared/training/render_training_set.py --out ../train_data \\
         --chorales 160 --loops 160 --stereo
 
 The shipped files were produced by exactly this command (single thread; 169 s for the loops
 and 195 s for the chorales on a shared, busy 2-core machine)::
 
     OMP_NUM_THREADS=1 nice -n 10 python scripts/train_nmf_dictionaries.py \\
-        --data /work/train_data --out sepops/models/nmf
+        --data ../train_data --out sepops/models/nmf
 
 It writes ``loops_accompaniment_lead.npz`` (stems ``accompaniment``, ``lead``, from the
 ``loops`` pieces) and ``chorales_satb.npz`` (``soprano alto tenor bass``, from the

@@ -22,10 +22,18 @@ def _manifest():
     return json.loads(path.read_text())
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if _manifest() is None:
-        pytest.skip(f"validation set not found at {DATA_DIR} (set SEPFLOW_DATA)")
+        message = f"validation set not found at {DATA_DIR} (set SEPFLOW_DATA)"
+        if _in_ci():
+            # In CI a missing data set is a broken checkout, not a reason to pass quietly.
+            pytest.fail(f"{message}; CI=true, so the quality tests fail instead of skipping", pytrace=False)
+        pytest.skip(message)
     return DATA_DIR
 
 

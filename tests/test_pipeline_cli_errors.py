@@ -29,7 +29,8 @@ def test_a_missing_resource_stops_the_job_before_it_starts(operator, key, tmp_pa
     )
     err = capsys.readouterr().err
     assert code == EXIT_USAGE, err
-    assert f"operators[0].params: operator '{operator}' parameter '{key}'" in err
+    # The bad value came from the command line: the message names the flag (issue 12).
+    assert f"--set {operator}.{key}=nope: operator '{operator}' parameter '{key}'" in err
     assert "'nope' not found" in err and all(name in err for name in SHIPPED), err
     assert not out.exists()
 

@@ -47,6 +47,21 @@ CHOSEN = {
     "unet_satb.yaml": {
         "operators": [{"operator": "unet", "label": "unet_satb", "params": {"model": "chorales_satb"}}]
     },
+    "evaluate_loops.yaml": {
+        "operators": [
+            "hpss", "repet", "repet_sim", "nmf",
+            {"operator": "nmf", "label": "nmf_supervised", "params": {"dictionary": "loops_accompaniment_lead"}},
+            {"operator": "unet", "label": "unet", "params": {"model": "loops_accompaniment_lead"}},
+        ],
+        "audio": PCM_16,
+    },
+    "evaluate_chorales.yaml": {
+        "operators": [
+            {"operator": "nmf", "label": "nmf_supervised_satb", "params": {"dictionary": "chorales_satb"}},
+            {"operator": "unet", "label": "unet_satb", "params": {"model": "chorales_satb"}},
+        ],
+        "audio": PCM_16,
+    },
 }
 
 

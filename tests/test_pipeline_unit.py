@@ -30,6 +30,7 @@ from sepops import Analysis, get_operator, save_audio
 @dataclass(frozen=True)
 class HalfConfig:
     broken: bool = False
+    silent_b: bool = False
 
 
 class HalvesOperator(sepops.Operator):
@@ -44,6 +45,8 @@ class HalvesOperator(sepops.Operator):
 
     def separate(self, audio, sr, *, analysis=None):
         half = audio / 2
+        if self.config.silent_b:
+            return {"a": audio, "b": np.zeros_like(audio)}
         return {"a": half[:, :-1] if self.config.broken else half, "b": half}
 
 
@@ -119,3 +122,17 @@ def test_decode_errors_and_an_unwritten_part(track, tmp_path, monkeypatch):
     with pytest.raises(PartNotWritten):
         separate_unit(Unit.of(track, spec, job), job, str(tmp_path / "out"), operator, Analysis(audio, sr), run_id="r1", version="v")
     assert not (tmp_path / "out" / "dead_letter").exists()
+
+
+def test_a_silent_stem_beside_an_audible_one_is_flagged_in_its_row(track, tmp_path):
+    out = str(tmp_path / "out")
+    job = job_config_from_dict({"operators": [{"operator": "pipeline_unit_halves", "params": {"silent_b": True}}]})
+    (spec,) = job.operators
+    audio, sr, _ = decode_track(track.source_uri, job)
+    operator = get_operator(spec.operator, **spec.params)
+    a, b = separate_unit(Unit.of(track, spec, job), job, out, operator, Analysis(audio, sr), run_id="r1", version="v")
+    assert (a.stem, a.status, a.warning) == ("a", "ok", None)
+    assert (b.stem, b.status, b.stem_rms_db) == ("b", "ok", -120.0)
+    assert b.warning.startswith("silent stem: -120 dBFS RMS")
+    rows = read_part(f"{out}/_sepflow/parts/{spec.label}/t.parquet").to_pylist()
+    assert [r["warning"] is not None for r in rows] == [False, True]

@@ -70,7 +70,7 @@ class FeatureSettings:
     #: f0 contour, median f0 and voiced fraction (librosa.pyin), on the ``pitch_stems``.
     pitch: bool = False
     pitch_stems: tuple[str, ...] = (
-        "lead", "vocals", "voice", "melody", "foreground", "non_repeating", "soprano", "alto", "tenor", "bass",
+        "lead", "vocals", "voice", "melody", "foreground", "soprano", "alto", "tenor", "bass",
     )
     pitch_fmin_hz: float = 65.0
     pitch_fmax_hz: float = 1047.0
