@@ -241,8 +241,12 @@ def _operators(args: argparse.Namespace, _: list[str]) -> int:
             "stems": _stem_names(cls), "params": params,
         })
     shipped = {kind: resources.shipped(kind) for kind in resources.KINDS}
+    for d in described:  # what a parameter of it may name
+        d["shipped"] = {
+            "nmf": {"dictionary": shipped["nmf_dictionary"]}, "unet": {"model": shipped["unet_model"]},
+        }.get(d["name"], {})
     if args.json:
-        print(json.dumps({"operators": described, "shipped": shipped}, indent=1, default=str))
+        print(json.dumps(described, indent=1, default=str))
         return EXIT_OK
     width = 88
     for d in described:

@@ -53,8 +53,8 @@ from typing import Any, Literal
 import yaml
 
 from sepops.config import coerce
-from sepops.features import FeatureSettings
 from sepops.errors import OperatorConfigError
+from sepops.features import FeatureSettings
 from sepops.registry import operator_class
 
 __all__ = [
@@ -200,7 +200,7 @@ class JobConfig:
     stft: StftSettings = StftSettings()
     job: JobSettings = JobSettings()
     #: Per-stem features (``<output>/features/``); see :class:`sepops.features.FeatureSettings`.
-    features: FeatureSettings = FeatureSettings()
+    features: FeatureSettings = field(default_factory=FeatureSettings)
     #: How many operators the config file listed, before ``--operator`` chose among them
     #: (0: no file, or a file without operators). It decides the stem layout.
     config_operators: int = 0

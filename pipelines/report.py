@@ -71,8 +71,25 @@ class ReportError(ValueError):
 
 
 # --- the command ------------------------------------------------------------------------------
+DESCRIPTION = """\
+Write one self-contained HTML page about a run: no server and no network needed to view it.
+
+It shows the job's summary (tracks ok / error / skipped, audio hours, wall time, x real time),
+the error rows, the evaluation when there is one (per operator and stem the SDR/SIR/SAR/SI-SDR
+table and a box plot of SDR across tracks), and for a few tracks the spectrograms of the
+mixture and its stems, the stems' masks and activity segments, with audio players.
+
+examples:
+  sepflow report --run out/ --out out/report.html
+  sepflow evaluate --estimates out/ --references ../shared/data/manifest.json --oracles ibm,irm,mix
+  sepflow report --run out/ --out out/report.html --tracks 5        # now with the SDR section
+  sepflow report --run s3://bucket/stems --out report.html --track Artist/Album/01_Intro
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``sepflow report`` flags to ``parser``."""
+    parser.description = DESCRIPTION
     parser.add_argument("--run", metavar="URI", help="the output folder of a sepflow run (local path or fsspec URL)")
     parser.add_argument(
         "--evaluation",

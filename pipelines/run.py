@@ -115,7 +115,6 @@ def make_runner(options: PipelineOptions):
     """The runner object for ``options``; DirectRunner means the in-process FnApiRunner."""
     name = _runner_name(options)
     if name in _IN_PROCESS_NAMES:
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         direct = options.view_as(DirectOptions)
         if (direct.direct_num_workers or 1) > 1 and direct.direct_running_mode == "in_memory":

@@ -33,7 +33,12 @@ from sepops.errors import without_object_reprs
 from sepops.tags import TrackTags, read_tags
 
 from .config import JobConfig, OperatorSpec
-from .features import feature_part_uri, feature_rows, read_feature_part, write_feature_part
+from .features import (
+    feature_part_uri,
+    feature_rows,
+    read_feature_part,
+    write_feature_part,
+)
 from .io import Track, join_uri, safe_path_component
 from .metadata import (
     STATUS_ERROR,

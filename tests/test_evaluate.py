@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipelines.evaluate import EVALUATION_SCHEMA, evaluate, read_evaluation, score_stems
+from pipelines.evaluate import EVALUATION_SCHEMA, evaluate, read_evaluation
+from sepops.metrics import score_stems
 
 SR = 22050
 

@@ -145,7 +145,8 @@ def test_operators_lists_stems_parameters_and_shipped_resources(capsys):
     import json
 
     described = json.loads(capsys.readouterr().out)
-    for op in described["operators"]:
+    assert {op["name"]: op["shipped"] for op in described}["unet"]["model"] == ["chorales_satb", "loops_accompaniment_lead"]
+    for op in described:
         assert op["doc"].endswith("."), op["doc"]  # whole sentences, never cut
         undocumented = [p["name"] for p in op["params"] if not p["help"]]
         assert undocumented == [], (op["name"], undocumented)

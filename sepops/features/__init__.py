@@ -111,7 +111,7 @@ class _StemState:
     """What one stem's features keep between blocks: small series, never audio."""
 
     def __init__(self, sr: int, channels: int):
-        self.frame = max(1, int(round(FRAME_S * sr)))
+        self.frame = max(1, round(FRAME_S * sr))
         self.carry = np.zeros((channels, 0), dtype=np.float32)  # the partial envelope frame
         self.powers: list[np.ndarray] = []
         self.envelope = _Series(HOP / ONSET_SR)  # onset strength: 100 values a second
@@ -171,6 +171,19 @@ _EDGE_S = 0.1
 _CONTEXT_S = 0.3
 
 
+def _aligned(audio: np.ndarray, audio_start_s: float, offset_s: float, hop_s: float, sr: int):
+    """The audio a frame series analyses for the block at ``offset_s``: from ``_CONTEXT_S``
+    before it, rounded down to the series' grid (``audio`` starts at ``audio_start_s``).
+
+    Returns
+    -------
+    mono, start_s, span_s
+    """
+    start_s = max(0.0, np.floor((offset_s - _CONTEXT_S) / hop_s) * hop_s)
+    i = max(0, round((start_s - audio_start_s) * sr))
+    return audio[i:], audio_start_s + i / sr, (len(audio) - i) / sr
+
+
 class FeatureExtractor:
     """The features of one unit's stems, given whole or block by block.
 
@@ -226,23 +239,21 @@ class FeatureExtractor:
             audio_start_s = offset_s - len(state.tail) / self.sr
             state.tail = audio[-int(self._tail_s * self.sr):]
 
-            def aligned(hop_s: float):
-                start_s = max(0.0, np.floor((offset_s - _CONTEXT_S) / hop_s) * hop_s)
-                i = max(0, int(round((start_s - audio_start_s) * self.sr)))
-                return audio[i:], audio_start_s + i / self.sr, (len(audio) - i) / self.sr
-
             if self._needs_envelope(name):
                 feature = "onsets" if self.settings.onsets else "rhythm"
-                mono, start_s, span_s = aligned(state.envelope.hop_s)
-                self._guard(state, feature, lambda: state.envelope.add(onset_envelope(mono, self.sr), start_s, span_s))
+                self._guard(state, feature, self._series, state.envelope, onset_envelope,
+                            *_aligned(audio, audio_start_s, offset_s, state.envelope.hop_s, self.sr))
             if self.settings.applies("chroma", name):
-                mono, start_s, span_s = aligned(state.chroma.hop_s)
-                self._guard(state, "chroma", lambda: state.chroma.add(chroma_frames(mono, self.sr), start_s, span_s))
+                self._guard(state, "chroma", self._series, state.chroma, chroma_frames,
+                            *_aligned(audio, audio_start_s, offset_s, state.chroma.hop_s, self.sr))
             if self.settings.applies("pitch", name):
-                mono, start_s, span_s = aligned(self.settings.pitch_hop_s)
-                self._guard(state, "pitch", self._pitch, state, mono, start_s, span_s)
+                self._guard(state, "pitch", self._pitch, state,
+                            *_aligned(audio, audio_start_s, offset_s, self.settings.pitch_hop_s, self.sr))
             state.seconds += time.perf_counter() - started
         self._offset += next(iter(stems.values())).shape[-1]
+
+    def _series(self, series: _Series, frames_of, mono: np.ndarray, start_s: float, span_s: float) -> None:
+        series.add(frames_of(mono, self.sr), start_s, span_s)
 
     @staticmethod
     def _guard(state: _StemState, feature: str, fn, *args):

@@ -102,7 +102,7 @@ class LoudnessMeter:
         if self._samples < int(_BLOCK_S * self.sr) or self.channels > len(_CHANNEL_GAINS):
             return None
         steps = np.array(self._steps + ([self._partial] if self._filled else []))  # (steps, channels)
-        per_block = int(round(_BLOCK_S / _STEP_S))
+        per_block = round(_BLOCK_S / _STEP_S)
         total_s = self._samples / self.sr
         blocks = int(np.round((total_s - _BLOCK_S) / _STEP_S)) + 1
         cumulative = np.vstack([np.zeros(self.channels), np.cumsum(steps, axis=0)])

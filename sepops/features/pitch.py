@@ -35,7 +35,7 @@ def f0_contour(
     x = np.asarray(mono, dtype=np.float32)
     if sr != PITCH_SR:
         x = resample(x[None, :], sr, PITCH_SR)[0]
-    hop = max(1, int(round(hop_s * PITCH_SR)))
+    hop = max(1, round(hop_s * PITCH_SR))
     # Two periods of fmin in a frame, as pyin needs, rounded up to a power of two.
     frame = int(2 ** np.ceil(np.log2(max(2 * PITCH_SR / fmin, 4 * hop))))
     frames = int(np.ceil(len(x) / hop))

@@ -71,7 +71,7 @@ def tempo_and_beats(envelope: np.ndarray) -> tuple[float | None, np.ndarray]:
     tempo = float(np.atleast_1d(tempo)[0])
     if len(frames) == 0 or tempo <= 0:
         return None, np.zeros(0)
-    frames = _snapped(np.asarray(frames), envelope, max(1, int(round(_SNAP_S * sr / HOP))))
+    frames = _snapped(np.asarray(frames), envelope, max(1, round(_SNAP_S * sr / HOP)))
     return tempo, librosa.frames_to_time(frames, sr=sr, hop_length=HOP).astype(np.float64)
 
 
