@@ -80,7 +80,8 @@ def test_a_killed_direct_runner_worker_process(reference, tmp_path):
     try:
         _wait_for_first_part(out, lambda: proc.poll() is None)
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "sdk_worker_main" in " ".join(p.cmdline())]
+                   # Beam's worker module, started through sepflow's quiet wrapper (pipelines.sdk_worker).
+                   if "sdk_worker" in " ".join(p.cmdline())]
         assert workers, "no SDK worker process found"
         done_before = len(list((out / "_sepflow" / "parts").rglob("*.parquet")))
         os.kill(workers[0].pid, signal.SIGKILL)

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
@@ -19,11 +18,7 @@ import pytest
 
 from pipelines import report
 from pipelines.cli import main
-from pipelines.features import STEM_FEATURES_SCHEMA
 from pipelines.metadata import read_metadata
-from sepops import load_audio
-from sepops.metrics import bss_eval
-from sepops.registry import get_operator
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPS = ("loop_1101", "loop_1102")
@@ -47,100 +42,24 @@ def run_output(tmp_path_factory, data_dir):
     return out, summary
 
 
-def _si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019), channels flattened."""
-    ref, est = reference.ravel().astype(np.float64), estimate.ravel().astype(np.float64)
-    target = (est @ ref) / (ref @ ref) * ref
-    return float(10 * np.log10((target @ target) / ((est - target) @ (est - target))))
-
-
-def _evaluation_row(track_id, label, operator, stem, estimate_uri, reference_uri, score, si_sdr, oracle, seconds):
-    return {
-        "track_id": track_id, "label": label, "operator": operator, "stem": stem, "reference_stem": stem,
-        "reference_track": track_id, "matching": "by name", "is_oracle": oracle, "estimate_uri": estimate_uri,
-        "reference_uri": reference_uri, "sdr": score.sdr, "sir": score.sir, "sar": score.sar,
-        "sdr_frames_median": None, "sir_frames_median": None, "sar_frames_median": None, "si_sdr": si_sdr,
-        "frames": None, "duration_s": seconds, "status": "ok", "error_message": None,
-        "evaluation_id": "test", "created_at": datetime.now(UTC),
-    }
-
-
-def evaluate_run(out: Path, data_dir: Path, manifest: dict) -> list[dict]:
-    """The evaluation table ``sepflow evaluate`` writes, computed here: the run's hpss stems and
-    the ideal ratio mask's (the oracle) scored against the loops' true harmonic/percussive stems."""
-    pieces = {p["id"]: p for p in manifest["pieces"]}
-    units: dict[tuple[str, str], list[dict]] = {}
-    for r in read_metadata(str(out)).to_pylist():
-        if r["status"] == "ok":
-            units.setdefault((r["track_id"], r["label"]), []).append(r)
-    rows = []
-    for (track_id, label), stems in sorted(units.items()):
-        piece = pieces[track_id]
-        reference_uris = {s: str(data_dir / piece["files"]["stems"][s]) for s in piece["hpss_stems"]}
-        references = {s: load_audio(uri)[0] for s, uri in reference_uris.items()}
-        estimates = {r["stem"]: load_audio(r["stem_uri"])[0] for r in stems}
-        n = min(a.shape[1] for a in [*references.values(), *estimates.values()])
-        references = {s: a[:, :n] for s, a in references.items()}
-        estimates = {s: estimates[s][:, :n] for s in references}
-        # All stems of the unit scored together: SIR measures the leak of the other stems.
-        scores = bss_eval(references, estimates)
-        by_stem = {r["stem"]: r for r in stems}
-        for stem, score in scores.items():
-            rows.append(_evaluation_row(track_id, label, by_stem[stem]["operator"], stem, by_stem[stem]["stem_uri"],
-                                        reference_uris[stem], score, _si_sdr(references[stem], estimates[stem]),
-                                        False, by_stem[stem]["duration_s"]))
-        mixture, sr = load_audio(stems[0]["source_uri"])
-        oracle = get_operator("irm").separate(mixture[:, :n], sr, references=references)
-        for stem, score in bss_eval(references, oracle).items():
-            rows.append(_evaluation_row(track_id, "irm", "irm", stem, None, reference_uris[stem], score,
-                                        _si_sdr(references[stem], oracle[stem]), True, stems[0]["duration_s"]))
-    return rows
-
-
-def activity_segments(audio: np.ndarray, sr: int, threshold_db: float = -30.0, hop_s: float = 0.05) -> list[dict]:
-    """Where the stem's RMS (50 ms frames) is within ``threshold_db`` of its loudest frame."""
-    hop = int(hop_s * sr)
-    frames = audio.mean(axis=0)[: audio.shape[1] // hop * hop].reshape(-1, hop)
-    rms_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
-    active = np.concatenate([[False], rms_db > rms_db.max() + threshold_db, [False]])
-    edges = np.flatnonzero(np.diff(active.astype(np.int8)))
-    return [{"start_s": a * hop_s, "end_s": b * hop_s} for a, b in zip(edges[::2], edges[1::2])]
-
-
-def write_features(out: Path, run_id: str) -> dict:
-    """A features table with the activity segments of each ok stem, in ``STEM_FEATURES_SCHEMA``
-    (until the pipeline writes its own), computed from the stems; returns the segments by key."""
-    rows, segments = [], {}
-    for r in read_metadata(str(out)).to_pylist():
-        if r["status"] != "ok":
-            continue
-        audio, sr = load_audio(r["stem_uri"])
-        segments[(r["track_id"], r["label"], r["stem"])] = found = activity_segments(audio, sr)
-        rows.append({
-            "track_id": r["track_id"], "label": r["label"], "operator": r["operator"], "stem": r["stem"],
-            "source_uri": r["source_uri"], "stem_uri": r["stem_uri"], "sample_rate": sr,
-            "duration_s": audio.shape[1] / sr, "activity_segments": found,
-            "active_fraction": sum(s["end_s"] - s["start_s"] for s in found) / (audio.shape[1] / sr),
-            "features_digest": "test", "run_id": run_id, "created_at": datetime.now(UTC),
-        })
-    (out / "features").mkdir()
-    table = pa.Table.from_pylist(rows, schema=STEM_FEATURES_SCHEMA)
-    pq.write_table(table, out / "features" / f"features-{run_id}-part-00000.parquet")
-    return segments
-
-
 @pytest.fixture(scope="module")
-def evaluated_run(run_output, tmp_path_factory, data_dir, manifest):
-    """A copy of the run's output with an evaluation table and (if the run wrote none) a
-    features table; its metadata still names the first output's stems."""
+def evaluated_run(run_output, tmp_path_factory, data_dir):
+    """A copy of the run's output, evaluated by ``sepflow evaluate`` (hpss against the loops'
+    harmonic/percussive stems, and the IRM oracle); its metadata still names the first
+    output's stems, and its features table is the run's own."""
+    from pipelines.evaluate import read_evaluation
+
     source, summary = run_output
     out = tmp_path_factory.mktemp("report_evaluated") / "out"
     shutil.copytree(source, out)
-    rows = evaluate_run(out, data_dir, manifest)
-    (out / "evaluation").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), out / "evaluation" / "evaluation-test.parquet")
-    if not (out / "features").exists():
-        write_features(out, summary.run_id)
+    code = main(["evaluate", "--estimates", str(out), "--references", str(data_dir / "manifest.json"),
+                 "--oracles", "irm", "--no_progress"])
+    assert code == 0
+    rows = [r for r in read_evaluation(str(out)).to_pylist() if r["status"] == "ok"]
+    assert {(r["label"], r["stem"]) for r in rows} == {
+        ("hpss", "harmonic"), ("hpss", "percussive"), ("irm", "harmonic"), ("irm", "percussive")
+    }
+    assert (out / "features").is_dir()  # the run computed its stems' activity segments
     return out, summary, rows
 
 
