@@ -52,6 +52,7 @@ from .metadata import (
     STATUS_ERROR,
     STATUS_OK,
     run_dir,
+    schema_field,
     shard_of,
     write_progress,
 )
@@ -84,36 +85,32 @@ MATCH_BEST = "best_assignment"
 MATCH_ORACLE = "oracle"
 
 
-def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"description": doc})
-
-
 #: The schema of ``<output>/evaluation/*.parquet`` (``sepflow report`` reads these columns).
 EVALUATION_SCHEMA = pa.schema(
     [
-        _field("track_id", pa.string(), "the estimate's track id (for oracles: the track whose mixture was used)", False),
-        _field("label", pa.string(), "the operator's label in its run; for oracles the oracle's name", False),
-        _field("operator", pa.string(), "registered operator name; for oracles the oracle's name", False),
-        _field("stem", pa.string(), "the estimate's stem name; for oracles the reference stem"),
-        _field("reference_stem", pa.string(), "the reference stem the estimate was scored against"),
-        _field("reference_track", pa.string(), "the reference track (piece) the track was paired with"),
-        _field("matching", pa.string(), "name | best_assignment | oracle"),
-        _field("is_oracle", pa.bool_(), "true for the ibm / irm / mix baselines", False),
-        _field("estimate_uri", pa.string(), "URI of the estimated stem (oracles: of the mixture)"),
-        _field("reference_uri", pa.string(), "URI of the reference stem"),
-        _field("sdr", pa.float64(), "BSS Eval v3 SDR over the whole signal, dB"),
-        _field("sir", pa.float64(), "BSS Eval v3 SIR over the whole signal, dB"),
-        _field("sar", pa.float64(), "BSS Eval v3 SAR over the whole signal, dB"),
-        _field("sdr_frames_median", pa.float64(), "median SDR over 1 s frames (silent frames excluded), dB"),
-        _field("sir_frames_median", pa.float64(), "median SIR over 1 s frames (silent frames excluded), dB"),
-        _field("sar_frames_median", pa.float64(), "median SAR over 1 s frames (silent frames excluded), dB"),
-        _field("si_sdr", pa.float64(), "scale-invariant SDR over the whole signal, dB"),
-        _field("frames", pa.int32(), "frames in the medians"),
-        _field("duration_s", pa.float64(), "seconds scored (the shorter of estimate and reference)"),
-        _field("status", pa.string(), "ok | error", False),
-        _field("error_message", pa.string(), "the cause on error rows, naming the file"),
-        _field("evaluation_id", pa.string(), "the evaluation that wrote the row", False),
-        _field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
+        schema_field("track_id", pa.string(), "the estimate's track id (for oracles: the track whose mixture was used)", False),
+        schema_field("label", pa.string(), "the operator's label in its run; for oracles the oracle's name", False),
+        schema_field("operator", pa.string(), "registered operator name; for oracles the oracle's name", False),
+        schema_field("stem", pa.string(), "the estimate's stem name; for oracles the reference stem"),
+        schema_field("reference_stem", pa.string(), "the reference stem the estimate was scored against"),
+        schema_field("reference_track", pa.string(), "the reference track (piece) the track was paired with"),
+        schema_field("matching", pa.string(), "name | best_assignment | oracle"),
+        schema_field("is_oracle", pa.bool_(), "true for the ibm / irm / mix baselines", False),
+        schema_field("estimate_uri", pa.string(), "URI of the estimated stem (oracles: of the mixture)"),
+        schema_field("reference_uri", pa.string(), "URI of the reference stem"),
+        schema_field("sdr", pa.float64(), "BSS Eval v3 SDR over the whole signal, dB"),
+        schema_field("sir", pa.float64(), "BSS Eval v3 SIR over the whole signal, dB"),
+        schema_field("sar", pa.float64(), "BSS Eval v3 SAR over the whole signal, dB"),
+        schema_field("sdr_frames_median", pa.float64(), "median SDR over 1 s frames (silent frames excluded), dB"),
+        schema_field("sir_frames_median", pa.float64(), "median SIR over 1 s frames (silent frames excluded), dB"),
+        schema_field("sar_frames_median", pa.float64(), "median SAR over 1 s frames (silent frames excluded), dB"),
+        schema_field("si_sdr", pa.float64(), "scale-invariant SDR over the whole signal, dB"),
+        schema_field("frames", pa.int32(), "frames in the medians"),
+        schema_field("duration_s", pa.float64(), "seconds scored (the shorter of estimate and reference)"),
+        schema_field("status", pa.string(), "ok | error", False),
+        schema_field("error_message", pa.string(), "the cause on error rows, naming the file"),
+        schema_field("evaluation_id", pa.string(), "the evaluation that wrote the row", False),
+        schema_field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
     ]
 )
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from .metadata import read_parquet_part, schema_field, table_bytes
+
 __all__ = [
     "FEATURES_DIR",
     "FEATURE_PARTS_DIR",
@@ -30,46 +32,42 @@ FEATURES_DIR = "features"
 FEATURE_PARTS_DIR = "_sepflow/features"
 
 
-def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"description": doc})
-
-
 _SEGMENT = pa.struct([pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64())])
 
 #: The schema of ``<output>/features/`` (documented in the README and docs/pipeline.md).
 STEM_FEATURES_SCHEMA = pa.schema(
     [
-        _field("track_id", pa.string(), "the track, as in the metadata table", False),
-        _field("label", pa.string(), "the operator's label in the job", False),
-        _field("operator", pa.string(), "registered sepops operator name", False),
-        _field("stem", pa.string(), "stem name", False),
-        _field("source_uri", pa.string(), "URI of the input file", False),
-        _field("stem_uri", pa.string(), "URI of the stem file", False),
-        _field("sample_rate", pa.int32(), "stem sample rate, Hz"),
-        _field("duration_s", pa.float64(), "stem duration, seconds"),
+        schema_field("track_id", pa.string(), "the track, as in the metadata table", False),
+        schema_field("label", pa.string(), "the operator's label in the job", False),
+        schema_field("operator", pa.string(), "registered sepops operator name", False),
+        schema_field("stem", pa.string(), "stem name", False),
+        schema_field("source_uri", pa.string(), "URI of the input file", False),
+        schema_field("stem_uri", pa.string(), "URI of the stem file", False),
+        schema_field("sample_rate", pa.int32(), "stem sample rate, Hz"),
+        schema_field("duration_s", pa.float64(), "stem duration, seconds"),
         # activity (default on)
-        _field("active_fraction", pa.float64(), "share of the track's duration in activity segments"),
-        _field("activity_segments", pa.list_(_SEGMENT),
+        schema_field("active_fraction", pa.float64(), "share of the track's duration in activity segments"),
+        schema_field("activity_segments", pa.list_(_SEGMENT),
                "start/end seconds where the stem is audible (energy envelope above the threshold, min. length)"),
         # rhythm
-        _field("onset_times_s", pa.list_(pa.float64()), "onset times, seconds (librosa.onset.onset_detect)"),
-        _field("tempo_bpm", pa.float64(), "global tempo, beats per minute (librosa.beat.beat_track); rhythm stems"),
-        _field("beat_times_s", pa.list_(pa.float64()), "beat times, seconds; rhythm stems"),
+        schema_field("onset_times_s", pa.list_(pa.float64()), "onset times, seconds (librosa.onset.onset_detect)"),
+        schema_field("tempo_bpm", pa.float64(), "global tempo, beats per minute (librosa.beat.beat_track); rhythm stems"),
+        schema_field("beat_times_s", pa.list_(pa.float64()), "beat times, seconds; rhythm stems"),
         # pitch
-        _field("f0_median_hz", pa.float64(), "median f0 over voiced frames, Hz (librosa.pyin); pitch stems"),
-        _field("voiced_fraction", pa.float64(), "share of frames pyin calls voiced; pitch stems"),
-        _field("f0_hop_s", pa.float64(), "time step of f0_hz, seconds"),
-        _field("f0_hz", pa.list_(pa.float32()), "f0 contour, Hz, one value per f0_hop_s from 0 s; null = unvoiced"),
-        _field("chroma_times_s", pa.list_(pa.float64()), "start of each chroma segment (0, then each beat), seconds"),
-        _field("chroma_per_beat", pa.list_(pa.list_(pa.float32())),
+        schema_field("f0_median_hz", pa.float64(), "median f0 over voiced frames, Hz (librosa.pyin); pitch stems"),
+        schema_field("voiced_fraction", pa.float64(), "share of frames pyin calls voiced; pitch stems"),
+        schema_field("f0_hop_s", pa.float64(), "time step of f0_hz, seconds"),
+        schema_field("f0_hz", pa.list_(pa.float32()), "f0 contour, Hz, one value per f0_hop_s from 0 s; null = unvoiced"),
+        schema_field("chroma_times_s", pa.list_(pa.float64()), "start of each chroma segment (0, then each beat), seconds"),
+        schema_field("chroma_per_beat", pa.list_(pa.list_(pa.float32())),
                "12 chroma values (C, C#, ..., B; max 1) per segment between beats; harmonic stems"),
         # loudness (default on)
-        _field("loudness_lufs", pa.float64(), "integrated loudness, LUFS (ITU-R BS.1770-4, pyloudnorm); null if silent"),
-        _field("features_s", pa.float64(), "seconds spent computing this stem's features"),
-        _field("feature_errors", pa.string(), "features that failed on this stem and why; null when none failed"),
-        _field("features_digest", pa.string(), "fingerprint of the job's features settings", False),
-        _field("run_id", pa.string(), "the run that computed the row", False),
-        _field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
+        schema_field("loudness_lufs", pa.float64(), "integrated loudness, LUFS (ITU-R BS.1770-4, pyloudnorm); null if silent"),
+        schema_field("features_s", pa.float64(), "seconds spent computing this stem's features"),
+        schema_field("feature_errors", pa.string(), "features that failed on this stem and why; null when none failed"),
+        schema_field("features_digest", pa.string(), "fingerprint of the job's features settings", False),
+        schema_field("run_id", pa.string(), "the run that computed the row", False),
+        schema_field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
     ]
 )
 
@@ -102,33 +100,15 @@ def features_table(rows: list[dict]) -> pa.Table:
 
 def write_feature_part(uri: str, rows: list[dict]) -> None:
     """Write one unit's feature rows atomically (uncompressed, as the metadata parts)."""
-    import pyarrow.parquet as pq
-
     from sepops.audio import write_bytes_atomic
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(features_table(rows), sink, compression="none")
-    write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+    write_bytes_atomic(uri, table_bytes(features_table(rows), compression="none"))
 
 
 def read_feature_part(uri: str) -> list[dict] | None:
     """One unit's feature rows, or ``None`` when there is no readable part."""
-    import io
-    import logging
-
-    import fsspec
-    import pyarrow.parquet as pq
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    try:
-        data = fs.cat_file(path)
-    except FileNotFoundError:
-        return None
-    try:
-        return pq.read_table(io.BytesIO(data), schema=STEM_FEATURES_SCHEMA).to_pylist()
-    except Exception:  # noqa: BLE001 - a damaged part: the unit is redone
-        logging.getLogger(__name__).warning("unreadable features part %s; the unit will be redone", uri)
-        return None
+    table = read_parquet_part(uri, STEM_FEATURES_SCHEMA)
+    return None if table is None else table.to_pylist()
 
 
 def read_features(output: str) -> pa.Table:

@@ -44,11 +44,14 @@ __all__ = [
     "publish",
     "read_input_reports",
     "read_metadata",
+    "read_parquet_part",
     "read_part",
     "read_summary",
     "record_dict",
     "records_to_table",
+    "schema_field",
     "shard_of",
+    "table_bytes",
     "write_input_report",
     "write_part",
     "write_progress",
@@ -67,45 +70,46 @@ METADATA_DIR = "metadata"
 DEAD_LETTER_DIR = "dead_letter"
 
 
-def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+def schema_field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    """A column of a published table, with its meaning as the field's ``description``."""
     return pa.field(name, type_, nullable=nullable, metadata={"description": doc})
 
 
 #: The schema of ``<output>/metadata/`` (documented in docs/pipeline.md).
 STEM_METADATA_SCHEMA = pa.schema(
     [
-        _field("track_id", pa.string(), "input path relative to the input root, no extension, made safe", False),
-        _field("source_uri", pa.string(), "URI of the input file", False),
-        _field("operator", pa.string(), "registered sepops operator name", False),
-        _field("label", pa.string(), "the operator's label in the job (its stems' folder in multi-operator jobs)", False),
-        _field("operator_params", pa.string(), "all operator parameters, JSON", False),
-        _field("stem", pa.string(), "stem name; null on error rows"),
-        _field("stem_uri", pa.string(), "URI of the stem file; null on error rows"),
-        _field("sample_rate", pa.int32(), "stem sample rate, Hz"),
-        _field("channels", pa.int32(), "stem channel count"),
-        _field("duration_s", pa.float64(), "stem duration, seconds"),
-        _field("stem_rms_db", pa.float64(), "RMS level, dBFS, floored at -120"),
-        _field("stem_peak_db", pa.float64(), "peak level, dBFS, floored at -120"),
-        _field("energy_share", pa.float64(), "stem energy / energy of all this operator's stems; null if all silent"),
-        _field("status", pa.string(), "ok | error | skipped", False),
-        _field("error_type", pa.string(), "short cause on error rows (empty, unsupported, too_long, ...)"),
-        _field("error_message", pa.string(), "human-readable cause on error rows"),
-        _field("warning", pa.string(), "on ok rows: what looks wrong with the stem (silent while the others are not)"),
-        _field("processing_s", pa.float64(), "seconds to separate and write this (track, operator)"),
-        _field("config_digest", pa.string(), "fingerprint of operator + params + audio settings", False),
-        _field("run_id", pa.string(), "the run that wrote the row", False),
-        _field("sepflow_version", pa.string(), "sepflow version that wrote the row", False),
-        _field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
+        schema_field("track_id", pa.string(), "input path relative to the input root, no extension, made safe", False),
+        schema_field("source_uri", pa.string(), "URI of the input file", False),
+        schema_field("operator", pa.string(), "registered sepops operator name", False),
+        schema_field("label", pa.string(), "the operator's label in the job (its stems' folder in multi-operator jobs)", False),
+        schema_field("operator_params", pa.string(), "all operator parameters, JSON", False),
+        schema_field("stem", pa.string(), "stem name; null on error rows"),
+        schema_field("stem_uri", pa.string(), "URI of the stem file; null on error rows"),
+        schema_field("sample_rate", pa.int32(), "stem sample rate, Hz"),
+        schema_field("channels", pa.int32(), "stem channel count"),
+        schema_field("duration_s", pa.float64(), "stem duration, seconds"),
+        schema_field("stem_rms_db", pa.float64(), "RMS level, dBFS, floored at -120"),
+        schema_field("stem_peak_db", pa.float64(), "peak level, dBFS, floored at -120"),
+        schema_field("energy_share", pa.float64(), "stem energy / energy of all this operator's stems; null if all silent"),
+        schema_field("status", pa.string(), "ok | error | skipped", False),
+        schema_field("error_type", pa.string(), "short cause on error rows (empty, unsupported, too_long, ...)"),
+        schema_field("error_message", pa.string(), "human-readable cause on error rows"),
+        schema_field("warning", pa.string(), "on ok rows: what looks wrong with the stem (silent while the others are not)"),
+        schema_field("processing_s", pa.float64(), "seconds to separate and write this (track, operator)"),
+        schema_field("config_digest", pa.string(), "fingerprint of operator + params + audio settings", False),
+        schema_field("run_id", pa.string(), "the run that wrote the row", False),
+        schema_field("sepflow_version", pa.string(), "sepflow version that wrote the row", False),
+        schema_field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
         # The source file's own tags and stream facts (sepops.tags): null where it has none.
-        _field("source_artist", pa.string(), "artist tag of the source file"),
-        _field("source_title", pa.string(), "title tag of the source file"),
-        _field("source_album", pa.string(), "album tag of the source file"),
-        _field("source_track_number", pa.int32(), "track number tag of the source file"),
-        _field("source_isrc", pa.string(), "ISRC tag of the source file, 12 characters, no dashes"),
-        _field("source_duration_s", pa.float64(), "duration of the source file from its header, seconds"),
-        _field("source_codec", pa.string(), "codec of the source file (aac, alac, mp3, flac, opus, vorbis, pcm, wma ...)"),
-        _field("source_bit_rate", pa.int64(), "bit rate of the source file from its header, bits per second"),
-        _field("track_id_collision", pa.string(),
+        schema_field("source_artist", pa.string(), "artist tag of the source file"),
+        schema_field("source_title", pa.string(), "title tag of the source file"),
+        schema_field("source_album", pa.string(), "album tag of the source file"),
+        schema_field("source_track_number", pa.int32(), "track number tag of the source file"),
+        schema_field("source_isrc", pa.string(), "ISRC tag of the source file, 12 characters, no dashes"),
+        schema_field("source_duration_s", pa.float64(), "duration of the source file from its header, seconds"),
+        schema_field("source_codec", pa.string(), "codec of the source file (aac, alac, mp3, flac, opus, vorbis, pcm, wma ...)"),
+        schema_field("source_bit_rate", pa.int64(), "bit rate of the source file from its header, bits per second"),
+        schema_field("track_id_collision", pa.string(),
                "the id the input's name gave when other inputs gave it too (case-insensitively); "
                "track_id then ends in a suffix from the URI"),
     ]
@@ -173,7 +177,7 @@ def records_to_table(records: list[StemRecord]) -> pa.Table:
     return pa.Table.from_pylist([record_dict(r) for r in records], schema=STEM_METADATA_SCHEMA)
 
 
-def _table_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
+def table_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=compression)
     return sink.getvalue().to_pybytes()
@@ -183,20 +187,26 @@ def write_part(uri: str, records: list[StemRecord]) -> None:
     """Write one unit's rows atomically (readers see the old part or the new one, never half).
     Uncompressed: a part holds a few rows, which compression does not shrink, and zstd
     doubled the time of this per-unit write."""
-    write_bytes_atomic(uri, _table_bytes(records_to_table(records), compression="none"))
+    write_bytes_atomic(uri, table_bytes(records_to_table(records), compression="none"))
 
 
 def read_part(uri: str) -> pa.Table | None:
     """The unit's rows, or ``None`` when there is no (readable) part."""
+    return read_parquet_part(uri, STEM_METADATA_SCHEMA)
+
+
+def read_parquet_part(uri: str, schema: pa.Schema) -> pa.Table | None:
+    """One unit's Parquet part read as ``schema`` (columns it lacks are null), or ``None``
+    when there is none or it is damaged (the unit is then redone)."""
     fs, path = fsspec.core.url_to_fs(uri)
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
         return None
     try:
-        return pq.read_table(io.BytesIO(data), schema=STEM_METADATA_SCHEMA)
+        return pq.read_table(io.BytesIO(data), schema=schema)
     except Exception:  # noqa: BLE001 - a damaged part means "not complete": redo the unit
-        _LOG.warning("unreadable metadata part %s; the unit will be redone", uri)
+        _LOG.warning("unreadable part %s; the unit will be redone", uri)
         return None
 
 
@@ -240,12 +250,12 @@ def write_shard(output: str, run_id: str, shard: int, results: list[dict]) -> di
     rows = [row for r in units.values() for row in r["rows"]]
     order = [("track_id", "ascending"), ("label", "ascending"), ("stem", "ascending")]
     table = pa.Table.from_pylist(rows, schema=STEM_METADATA_SCHEMA).sort_by(order)
-    write_bytes_atomic(join_uri(run_dir(output, run_id), METADATA_DIR, f"part-{shard:05d}.parquet"), _table_bytes(table))
+    write_bytes_atomic(join_uri(run_dir(output, run_id), METADATA_DIR, f"part-{shard:05d}.parquet"), table_bytes(table))
     features = [row for r in units.values() for row in r.get("features") or ()]
     if features:  # the features table beside it (runs that compute no feature have none)
         write_bytes_atomic(
             join_uri(run_dir(output, run_id), FEATURES_DIR, f"part-{shard:05d}.parquet"),
-            _table_bytes(features_table(features).sort_by(order)),
+            table_bytes(features_table(features).sort_by(order)),
         )
     summary = empty_summary()
     by_track: dict[str, set[str]] = {}

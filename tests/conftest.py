@@ -63,6 +63,18 @@ def load_piece(data_dir: Path, piece: dict, stems_key: str = "stems", stereo: bo
     return mix, sr, refs
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """torch on one thread for a module: small convolutions gain nothing from more, and lose a
+    lot on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -22,14 +22,7 @@ from sepops.unet.separator import frames_stft, shipped_models
 
 from .conftest import load_piece, pieces
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # One thread: small convolutions gain nothing from more, and lose a lot on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 TINY = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from sepops import get_operator
 from sepops.blocks import separate_blocks
@@ -17,13 +16,7 @@ from sepops.spectral import StftConfig, istft, stft
 from sepops.stream import open_stream
 from sepops.unet.separator import _gain_curves, shipped_models
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module", params=shipped_models())
