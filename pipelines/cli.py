@@ -51,6 +51,7 @@ Output layout:
   <output>/stems/<track_id>/<stem>.<ext>  a config with one operator
   <output>/stems/<track_id>/<label>/<stem>.<ext>  a config with several (also with --operator)
   <output>/metadata/*.parquet             one row per (track, operator, stem) or error
+  <output>/features/*.parquet             per-stem features (activity, onsets, LUFS ...; config `features:`)
   <output>/dead_letter/<label>/<track_id>.json   failed tracks, with the cause
   <output>/_sepflow/                      per-unit parts and run records (bookkeeping)
 
@@ -62,6 +63,8 @@ Any other flag is a Beam pipeline option. Runners:
 
 examples:
   sepflow run --config configs/hpss.yaml --input 'music/**/*.flac' --output out/
+  sepflow run --config configs/unet.yaml -i song.mp3 -o out/ --format wav --bit-depth 24
+  sepflow run --config configs/unet.yaml -i vocals/ -o out/ --set features.pitch=true
   sepflow run --config configs/multi.yaml --input s3://catalog/tracks/ --output s3://catalog/stems \\
       --set audio.format=wav --set hpss.kernel_size=17
 """

@@ -17,7 +17,7 @@ class SepflowOptions(PipelineOptions):
         parser.add_argument(
             "--config",
             default=None,
-            help="YAML job file (operators, stft, audio, job), e.g. configs/hpss.yaml",
+            help="YAML job file (operators, stft, audio, job, features), e.g. configs/hpss.yaml",
         )
         parser.add_argument(
             "-i",
@@ -32,7 +32,7 @@ class SepflowOptions(PipelineOptions):
             "-o",
             "--output",
             default=None,
-            help="where stems/, metadata/ and dead_letter/ go (a folder or an s3:// / gs:// prefix)",
+            help="where stems/, metadata/, features/ and dead_letter/ go (a folder or an s3:// / gs:// prefix)",
         )
         parser.add_argument(
             "--operator",
