@@ -87,10 +87,12 @@ def make_track(path: Path, minutes: float, seed: int = 0) -> float:
     return written / 44100
 
 
-def run(track: Path, preset: str, mode: str, out: Path) -> dict:
+def run(track: Path, preset: str, mode: str, out: Path, extra: list[str] = ()) -> dict:
     operator, params = PRESETS[preset]
     args = [sys.executable, "-m", "pipelines.cli", "run", "--operator", operator, "--input", str(track),
             "--output", str(out), "--no_progress", "--set", "job.track_timeout_s=null"]
+    for item in extra:
+        args += ["--set", item]
     for key, value in params.items():
         args += ["--set", f"{operator}.{key}={value}"]
     if mode == "streamed":
@@ -194,6 +196,10 @@ def main(argv=None) -> None:
     parser.add_argument("--songs", type=float, default=0.0, metavar="MINUTES",
                         help="instead: the cut check on a concatenation of songs made from the loops")
     parser.add_argument("--song-s", type=float, default=180.0, help="length of each song (--songs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to sepflow run (e.g. features.loudness=false); repeatable")
+    parser.add_argument("--no-features", action="store_true",
+                        help="also run each mode with every feature off (the features' share of memory and time)")
     args = parser.parse_args(argv)
     presets = list(PRESETS) if args.operator == "all" else args.operator.split(",")
     if args.seams or args.songs:
@@ -213,17 +219,19 @@ def main(argv=None) -> None:
         print(f"# {seconds / 60:.1f} min of 44.1 kHz stereo FLAC ({track.stat().st_size / 1e6:.0f} MB) "
               f"made in {time.perf_counter() - t:.0f} s; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
         rows = []
-        for preset in presets:
-            for mode in args.modes.split(","):
-                r = run(track, preset, mode, tmp / f"out-{preset}-{mode}")
-                rows.append({
-                    "operator": preset,
-                    "mode": mode,
-                    "peak RSS of the process (GB)": r["peak_kb"] / 1e6,
-                    "wall time (s)": r["wall_s"],
-                    "x real time (wall, incl. start-up)": seconds / r["wall_s"],
-                })
-                print_table(rows[-1:])
+        off = ["features.activity=false", "features.onsets=false", "features.loudness=false"]
+        variants = [("default", args.overrides)] + ([("no features", args.overrides + off)] if args.no_features else [])
+        for preset, mode, (name, extra) in itertools.product(presets, args.modes.split(","), variants):
+            r = run(track, preset, mode, tmp / f"out-{preset}-{mode}-{len(extra)}", extra)
+            rows.append({
+                "operator": preset,
+                "mode": mode,
+                "features": name,
+                "peak RSS of the process (GB)": r["peak_kb"] / 1e6,
+                "wall time (s)": r["wall_s"],
+                "x real time (wall, incl. start-up)": seconds / r["wall_s"],
+            })
+            print_table(rows[-1:])
         print_table(rows, f"{seconds / 60:.0f}-minute track through sepflow run")
 
 

@@ -169,6 +169,8 @@ class _Series:
 #: much audio before it (more than the hold-back plus half the longest window, chroma's 186 ms).
 _EDGE_S = 0.1
 _CONTEXT_S = 0.3
+#: Envelope frames measured at a time (100: a second).
+_CHUNK_FRAMES = 100
 
 
 def _aligned(audio: np.ndarray, audio_start_s: float, offset_s: float, hop_s: float, sr: int):
@@ -269,10 +271,20 @@ class FeatureExtractor:
     def _activity(self, state: _StemState, block: np.ndarray) -> None:
         if not self.settings.activity:
             return
-        x = np.concatenate([state.carry, block], axis=1)
-        n = (x.shape[1] // state.frame) * state.frame
-        state.powers.append(frame_power(x[:, :n], state.frame))
-        state.carry = x[:, n:]
+        frame = state.frame
+        if state.carry.shape[1]:  # complete the frame the last block left open
+            head = np.concatenate([state.carry, block[:, : frame - state.carry.shape[1]]], axis=1)
+            block = block[:, frame - state.carry.shape[1] :]
+            if head.shape[1] < frame:
+                state.carry = head
+                return
+            state.powers.append(frame_power(head, frame))
+        n = (block.shape[1] // frame) * frame
+        # In pieces of about a second: no float64 copy of a whole block (a long track's
+        # blocks would fragment the heap).
+        step = frame * _CHUNK_FRAMES
+        state.powers += [frame_power(block[:, i : min(n, i + step)], frame) for i in range(0, n, step)]
+        state.carry = block[:, n:].copy()
 
     def _loudness(self, state: _StemState, block: np.ndarray) -> None:
         if state.meter is None:

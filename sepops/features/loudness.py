@@ -19,6 +19,7 @@ _STEP_S = 0.1  # 75 % overlap of the 400 ms gating blocks
 _ABSOLUTE_GATE = -70.0
 _RELATIVE_GATE = -10.0
 _CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)  # L, R, C, Ls, Rs
+_CHUNK = 1 << 16  # samples filtered at a time
 
 
 def integrated_loudness(audio: np.ndarray, sr: int) -> float | None:
@@ -78,9 +79,15 @@ class LoudnessMeter:
 
     def add(self, block: np.ndarray) -> None:
         """Measure the next ``(channels, samples)`` block."""
+        block = np.atleast_2d(block)
+        # A second or so at a time: the float64 copies stay small whatever the block's length.
+        for i in range(0, block.shape[1], _CHUNK):
+            self._add(block[:, i : i + _CHUNK])
+
+    def _add(self, block: np.ndarray) -> None:
         from scipy.signal import sosfilt
 
-        x = np.atleast_2d(np.asarray(block, dtype=np.float64))
+        x = np.asarray(block, dtype=np.float64)
         x, self._state = sosfilt(self._sos, x, axis=1, zi=self._state)
         squares = np.square(x)
         start = 0
