@@ -281,7 +281,7 @@ class RepetConfig(_RepetMaskParams):
     power : soft-mask exponent (1: REPET's W / V).
     highpass_hz : everything below this frequency goes to the background (bass is rarely lead).
     min_period_s, max_period_s : the range searched for the repeating period, seconds.
-    multiple_threshold : a shorter period replaces its multiple when its beat-spectrum peak is this high relative to it.
+    multiple_threshold : the period is the longest multiple of the strongest beat-spectrum lag whose peak keeps this share of its height (1: that lag itself).
     period_s : the repeating period in seconds, fixed (skips the search).
     """
 
