@@ -425,8 +425,13 @@ def _feature_extractor(job: JobConfig, stem_names: list[str], sr: int, channels:
 def _unit_feature_rows(unit: Unit, job: JobConfig, extractor, uris: dict[str, str], sr: int, run_id: str) -> list[dict] | None:
     if extractor is None:
         return None
+    try:
+        features = extractor.finish()
+    except Exception as exc:  # noqa: BLE001 - the stems are written and fine: say so in the rows
+        _LOG.exception("features of %s / %s", unit.track_id, unit.label)
+        features = {name: {"feature_errors": f"features: {type(exc).__name__}: {exc}"} for name in uris}
     return feature_rows(
-        extractor.finish(), track_id=unit.track_id, label=unit.label, operator=unit.operator,
+        features, track_id=unit.track_id, label=unit.label, operator=unit.operator,
         source_uri=unit.source_uri, stem_uris=uris, sample_rate=sr, digest=job.features.digest(),
         run_id=run_id, created_at=utc_now(),
     )
