@@ -124,3 +124,20 @@ def test_features_settings_are_checked_before_the_job_starts():
         job_config_from_dict({"operators": ["hpss"], "features": {"lyrics": True}})
     job = job_config_from_dict({"operators": ["hpss"], "features": {"pitch_stems": ["lead", "vocals"]}})
     assert job.features.pitch_stems == ("lead", "vocals")
+
+
+def test_a_feature_failure_never_fails_the_stems(inputs, tmp_path, monkeypatch):
+    from sepops.features import FeatureExtractor
+
+    def broken(self):
+        raise FloatingPointError("pathological input")
+
+    monkeypatch.setattr(FeatureExtractor, "finish", broken)
+    out = tmp_path / "out"
+    summary = run_job(_job(), [str(inputs)], str(out), progress=False)
+    assert (summary.tracks_ok, summary.tracks_error) == (1, 1)
+    rows = _by_key(read_features(str(out)))
+    assert set(rows) == {("loop", "hpss", "harmonic"), ("loop", "hpss", "percussive")}
+    for r in rows.values():
+        assert r["feature_errors"] == "features: FloatingPointError: pathological input"
+        assert r["activity_segments"] is None and r["loudness_lufs"] is None
