@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .io import join_uri
 
@@ -169,17 +170,41 @@ class RunData:
         The output folder, as given (no trailing slash).
     record : dict or None
         The run record (``run.py``'s ``_write_run_record``) of the published run.
-    metadata : list of dict
-        The metadata table's rows (``STEM_METADATA_SCHEMA``); empty when none is published.
-    features : dict or None
-        Features rows by ``(track_id, label, stem)``; ``None`` when the run has no features table.
+    metadata : pyarrow.Table
+        The metadata table, the columns the report uses (``METADATA_COLUMNS``); empty when none
+        is published. Kept as a table: a catalog's million rows are filtered, never listed.
+    features_uri : str or None
+        The features table's folder; ``None`` when the run has none. Only the sampled tracks'
+        rows are read from it (:meth:`activity_rows`).
     """
 
     output: str
     record: dict | None
-    metadata: list[dict]
-    features: dict[tuple[str, str, str], dict] | None = None
+    metadata: pa.Table
+    features_uri: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    def rows_of(self, track_id: str) -> list[dict]:
+        """The metadata rows of one track."""
+        return self.metadata.filter(pc.equal(self.metadata["track_id"], track_id)).to_pylist()
+
+    def activity_rows(self, track_ids: list[str]) -> dict[tuple[str, str, str], list]:
+        """Activity segments by ``(track_id, label, stem)`` of the given tracks only."""
+        if self.features_uri is None or not track_ids:
+            return {}
+        import pyarrow.dataset as ds
+
+        table = _dataset(self.features_uri).to_table(
+            columns=["track_id", "label", "stem", "activity_segments"], filter=ds.field("track_id").isin(track_ids)
+        )
+        return {(r["track_id"], r["label"], r["stem"]): r["activity_segments"] or [] for r in table.to_pylist()}
+
+
+#: The metadata columns the report reads.
+METADATA_COLUMNS = (
+    "track_id", "source_uri", "operator", "label", "stem", "stem_uri", "status", "error_type", "error_message",
+    "duration_s",
+)
 
 
 def _parquet_files(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]] | None:
@@ -191,9 +216,9 @@ def _parquet_files(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]] | No
     return fs, sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
 
 
-def read_parquet_folder(uri: str) -> pa.Table | None:
-    """The Parquet files of folder ``uri`` as one table (pyarrow.dataset through fsspec), or
-    ``None`` when the folder does not exist or holds none."""
+def _dataset(uri: str):
+    """The Parquet files of folder ``uri`` as a pyarrow dataset (through fsspec), or ``None``
+    when the folder does not exist or holds none."""
     import pyarrow.dataset as ds
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -201,7 +226,14 @@ def read_parquet_folder(uri: str) -> pa.Table | None:
     if found is None or not found[1]:
         return None
     fs, paths = found
-    return ds.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs))).to_table()
+    return ds.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
+
+
+def read_parquet_folder(uri: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The Parquet files of folder ``uri`` as one table (only ``columns``, when given), or
+    ``None`` when the folder does not exist or holds none."""
+    dataset = _dataset(uri)
+    return None if dataset is None else dataset.to_table(columns=columns)
 
 
 def _published_run_id(output: str) -> str | None:
@@ -240,15 +272,16 @@ def read_run(output: str) -> RunData:
         raise ReportError(f"--run {output} does not exist (or is not a folder)")
     if not fs.isdir(join_uri(path, "metadata")) and not fs.isdir(join_uri(path, "_sepflow", "runs")):
         raise ReportError(f"--run {output} is not a sepflow output: it has no metadata/ or _sepflow/runs/")
-    run = RunData(output, _run_record(output, _published_run_id(output)), [])
-    metadata = read_parquet_folder(join_uri(output, "metadata"))
+    from .metadata import STEM_METADATA_SCHEMA
+
+    metadata = read_parquet_folder(join_uri(output, "metadata"), list(METADATA_COLUMNS))
+    run = RunData(output, _run_record(output, _published_run_id(output)), metadata)
     if metadata is None:
+        run.metadata = pa.table({c: pa.array([], STEM_METADATA_SCHEMA.field(c).type) for c in METADATA_COLUMNS})
         run.notes.append("no metadata table is published in this output")
-    else:
-        run.metadata = metadata.to_pylist()
-    features = read_parquet_folder(join_uri(output, "features"))
-    if features is not None:
-        run.features = {(r["track_id"], r["label"], r["stem"]): r for r in features.to_pylist()}
+    features_uri = join_uri(output, "features")
+    if _dataset(features_uri) is not None:
+        run.features_uri = features_uri
     return run
 
 
@@ -383,6 +416,7 @@ def build_report(
     """
     audio = audio or AudioOptions("inline", 10.0, None)
     chosen = choose_tracks(run.metadata, sample_size, track_ids)
+    activity = run.activity_rows(chosen)
     run_id = (run.record or {}).get("run_id") or "(no run record)"
     header = (
         f"<h1>sepflow report</h1><p>Output <code>{_esc(run.output)}</code>, run <code>{_esc(run_id)}</code>."
@@ -394,24 +428,25 @@ def build_report(
         summary_section(run),
         errors_section(run.metadata),
         evaluation_section(evaluation, evaluation_uri),
-        tracks_section(run, chosen, audio),
+        tracks_section(run, chosen, audio, activity),
     ]
     return _page(f"sepflow report: {run.output}", sections)
 
 
 # --- summary and errors ------------------------------------------------------------------------
-def _counts_from_metadata(rows: list[dict]) -> dict:
+def _counts_from_metadata(table: pa.Table) -> dict:
     """Track counts when there is no run record: a track with any error row failed."""
     statuses: dict[str, set[str]] = {}
-    for r in rows:
-        statuses.setdefault(r["track_id"], set()).add(r["status"])
-    durations = {r["track_id"]: r["duration_s"] for r in rows if r["status"] == "ok" and r["duration_s"] is not None}
+    for track_id, status in zip(table["track_id"].to_pylist(), table["status"].to_pylist()):
+        statuses.setdefault(track_id, set()).add(status)
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    durations = dict(zip(ok["track_id"].to_pylist(), ok["duration_s"].to_pylist()))
     return {
         "tracks_ok": sum(1 for s in statuses.values() if "error" not in s and s != {"skipped"}),
         "tracks_error": sum(1 for s in statuses.values() if "error" in s),
         "tracks_skipped": sum(1 for s in statuses.values() if s == {"skipped"}),
-        "stems_written": sum(1 for r in rows if r["status"] == "ok"),
-        "audio_s": float(sum(durations.values())),
+        "stems_written": ok.num_rows,
+        "audio_s": float(sum(d for d in durations.values() if d is not None)),
     }
 
 
@@ -439,19 +474,20 @@ def summary_section(run: RunData) -> str:
     return f'<h2 id="summary">Job summary</h2><table class="kv">{body}</table><p class="note">From {source}.</p>'
 
 
-def errors_section(rows: list[dict]) -> str:
+def errors_section(table: pa.Table) -> str:
     """The metadata's error rows, the first ``MAX_ERRORS_LISTED`` by track and label."""
-    errors = sorted((r for r in rows if r["status"] == "error"), key=lambda r: (r["track_id"], r["label"]))
+    errors = table.filter(pc.equal(table["status"], "error"))
     title = '<h2 id="errors">Errors</h2>'
-    if not errors:
+    if not errors.num_rows:
         return title + '<p data-errors-total="0">No track failed.</p>'
-    shown = errors[:MAX_ERRORS_LISTED]
-    table = _table(
+    shown = errors.sort_by([("track_id", "ascending"), ("label", "ascending")]).slice(0, MAX_ERRORS_LISTED).to_pylist()
+    table_html = _table(
         ["track", "operator", "error", "message"],
         [[_esc(r["track_id"]), _esc(r["label"]), _esc(r["error_type"]), _esc(r["error_message"])] for r in shown],
     )
-    count = f"{len(errors)} error rows" + (f", the first {len(shown)} listed" if len(shown) < len(errors) else "")
-    return f'{title}<p data-errors-total="{len(errors)}">{count}; each has its cause in dead_letter/.</p>{table}'
+    total = errors.num_rows
+    count = f"{total} error rows" + (f", the first {len(shown)} listed" if len(shown) < total else "")
+    return f'{title}<p data-errors-total="{total}">{count}; each has its cause in dead_letter/.</p>{table_html}'
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -516,18 +552,19 @@ def evaluation_section(evaluation, evaluation_uri: str | None) -> str:
 
 
 # --- sampled tracks -----------------------------------------------------------------------------
-def choose_tracks(rows: list[dict], sample_size: int, requested=()) -> list[str]:
+def choose_tracks(table: pa.Table, sample_size: int, requested=()) -> list[str]:
     """The tracks to draw: ``requested`` (each must be in the metadata), else ``sample_size`` of
     the tracks with ok stems, in the order of a hash of their id (the same sample every time,
     spread over the catalog rather than its first names)."""
-    ok = {r["track_id"] for r in rows if r["status"] == "ok" and r["stem_uri"]}
     if requested:
-        known = {r["track_id"] for r in rows}
+        known = set(pc.unique(table["track_id"]).to_pylist())
         unknown = [t for t in requested if t not in known]
         if unknown:
             raise ReportError(f"--track {unknown[0]} is not in the run's metadata")
         return list(dict.fromkeys(requested))
-    return sorted(ok, key=lambda t: hashlib.sha1(t.encode("utf-8")).hexdigest())[:sample_size]
+    ok = table.filter(pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["stem_uri"])))
+    ids = pc.unique(ok["track_id"]).to_pylist()
+    return sorted(ids, key=lambda t: hashlib.sha1(t.encode("utf-8")).hexdigest())[:sample_size]
 
 
 def _is_local(uri: str) -> bool:
@@ -690,20 +727,17 @@ def track_figure(mixture, mixture_sr, stems, stems_sr, activity) -> bytes:
     return _png(fig)
 
 
-def _activity(run: RunData, track_id: str, label: str, stems: list[str]) -> dict[str, list] | None:
-    """Each stem's activity segments (start_s, end_s) from the features table, or ``None`` without one."""
-    if run.features is None:
+def _activity(activity: dict | None, track_id: str, label: str, stems: list[str]) -> dict[str, list] | None:
+    """Each stem's activity segments (start_s, end_s) from the features rows, or ``None`` without a table."""
+    if activity is None:
         return None
-    out = {}
-    for stem in stems:
-        row = run.features.get((track_id, label, stem)) or {}
-        out[stem] = [(s["start_s"], s["end_s"]) for s in row.get("activity_segments") or ()]
-    return out
+    return {stem: [(s["start_s"], s["end_s"]) for s in activity.get((track_id, label, stem), ())] for stem in stems}
 
 
-def track_section(run: RunData, track_id: str, audio: AudioOptions) -> str:
-    """One sampled track: per operator label, the figure and the players."""
-    rows = [r for r in run.metadata if r["track_id"] == track_id]
+def track_section(run: RunData, track_id: str, audio: AudioOptions, activity: dict | None = None) -> str:
+    """One sampled track: per operator label, the figure and the players (``activity``: from
+    :meth:`RunData.activity_rows`; ``None`` when the run has no features table)."""
+    rows = run.rows_of(track_id)
     ok = [r for r in rows if r["status"] == "ok" and r["stem_uri"]]
     title = f'<h3 id="track-{_esc(track_id)}">{_esc(track_id)}</h3>'
     if not ok:
@@ -725,17 +759,18 @@ def track_section(run: RunData, track_id: str, audio: AudioOptions) -> str:
         shown = min(SPECTROGRAM_S, mixture.shape[1] / mixture_sr)
         caption = (f"{_esc(label)} ({_esc(label_rows[0]['operator'])}), first {shown:.0f} s: log-magnitude "
                    f"spectrograms in dB relative to the mixture's peak ({-DB_RANGE:.0f}..0), masks 0..1, and "
-                   + ("waveforms with the stems' activity segments shaded." if run.features is not None
+                   + ("waveforms with the stems' activity segments shaded." if activity is not None
                       else "waveforms (no features table: no activity segments)."))
-        png = track_figure(mixture, mixture_sr, stems, sr, _activity(run, track_id, label, list(stems)))
+        png = track_figure(mixture, mixture_sr, stems, sr, _activity(activity, track_id, label, list(stems)))
         parts.append(_figure(png, caption, f"spectrograms and masks of {track_id}, {label}"))
     parts.append(f'<div class="players">{"".join(players)}</div>')
     return "".join(parts)
 
 
-def tracks_section(run: RunData, track_ids: list[str], audio: AudioOptions) -> str:
+def tracks_section(run: RunData, track_ids: list[str], audio: AudioOptions, activity: dict | None = None) -> str:
     """The sampled tracks' figures and players."""
     title = '<h2 id="tracks">Tracks</h2>'
     if not track_ids:
         return title + '<p class="note">No track has stems to show (every track failed or none ran).</p>'
-    return title + "".join(track_section(run, t, audio) for t in track_ids)
+    activity = activity if run.features_uri is not None else None
+    return title + "".join(track_section(run, t, audio, activity) for t in track_ids)

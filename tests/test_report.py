@@ -149,9 +149,10 @@ def test_report_without_evaluation_or_features_says_so(run_output, tmp_path, cap
 
 def test_chosen_tracks_are_deterministic_and_track_selects(run_output, tmp_path):
     out, _ = run_output
-    rows = report.read_run(str(out)).metadata
-    assert report.choose_tracks(rows, 5) == report.choose_tracks(list(reversed(rows)), 5)
-    assert set(report.choose_tracks(rows, 5)) == set(LOOPS)  # the corrupt track has nothing to draw
+    table = report.read_run(str(out)).metadata
+    reversed_table = table.take(list(reversed(range(table.num_rows))))
+    assert report.choose_tracks(table, 5) == report.choose_tracks(reversed_table, 5)
+    assert set(report.choose_tracks(table, 5)) == set(LOOPS)  # the corrupt track has nothing to draw
     page = tmp_path / "one.html"
     assert main(["report", "--run", str(out), "--out", str(page), "--track", "loop_1102"]) == 0
     assert re.findall(r'<h3 id="track-([^"]+)"', page.read_text(encoding="utf-8")) == ["loop_1102"]
