@@ -51,6 +51,8 @@ from .metadata import (
     METADATA_DIR,
     STATUS_ERROR,
     STATUS_OK,
+    publish_shards,
+    read_table_folder,
     run_dir,
     schema_field,
     shard_of,
@@ -559,38 +561,17 @@ def _metadata_files(estimates: Sequence[str]) -> list[tuple[int, str]]:
 
 
 def _publish(output: str, evaluation_id: str) -> tuple[list[str], list[str]]:
-    """Move the staged shards into ``<output>/evaluation/``, then remove the earlier
-    evaluations' files there: readers never see an empty or a doubled table."""
-    fs, staged = fsspec.core.url_to_fs(_staging_dir(output, evaluation_id))
-    _, target_dir = fsspec.core.url_to_fs(join_uri(output, EVALUATION_DIR))
-    fs.invalidate_cache()
-    try:
-        parts = sorted(p for p in fs.ls(staged, detail=False) if p.endswith(".parquet"))
-    except FileNotFoundError:
-        parts = []
-    try:
-        earlier = fs.ls(target_dir, detail=False)
-    except FileNotFoundError:
-        earlier = []
-    fs.makedirs(target_dir, exist_ok=True)
-    published = []
-    for p in parts:
-        target = f"{target_dir}/evaluation-{evaluation_id}-{p.rsplit('/', 1)[-1]}"
-        fs.mv(p, target)
-        published.append(target)
-    return published, [p for p in earlier if p.endswith((".parquet", ".json")) and p not in published]
+    """Move the staged shards into ``<output>/evaluation/``; return them and the earlier
+    evaluations' files there (tables and summaries), which go once the new summary is written."""
+    return publish_shards(
+        _staging_dir(output, evaluation_id), join_uri(output, EVALUATION_DIR), f"evaluation-{evaluation_id}",
+        old_suffixes=(".parquet", ".json"),
+    )
 
 
 def read_evaluation(output: str) -> pa.Table:
     """The published evaluation table of ``output`` (``<output>/evaluation/*.parquet``)."""
-    import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    fs, path = fsspec.core.url_to_fs(join_uri(output, EVALUATION_DIR))
-    files = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
-    dataset = ds.dataset(files, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)),
-                         schema=EVALUATION_SCHEMA)
-    return dataset.to_table()
+    return read_table_folder(join_uri(output, EVALUATION_DIR), EVALUATION_SCHEMA)
 
 
 # --- the summary --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from .metadata import read_parquet_part, schema_field, table_bytes
+from .metadata import read_parquet_part, read_table_folder, schema_field, table_bytes
 
 __all__ = [
     "FEATURES_DIR",
@@ -113,11 +113,6 @@ def read_feature_part(uri: str) -> list[dict] | None:
 
 def read_features(output: str) -> pa.Table:
     """The published features of ``output`` as one table (as a downstream reader would)."""
-    import fsspec
-    import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
     from .io import join_uri
 
-    fs, path = fsspec.core.url_to_fs(join_uri(output, FEATURES_DIR))
-    return ds.dataset(path, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)), schema=STEM_FEATURES_SCHEMA).to_table()
+    return read_table_folder(join_uri(output, FEATURES_DIR), STEM_FEATURES_SCHEMA)

@@ -40,13 +40,16 @@ __all__ = [
     "dead_letter_uri",
     "empty_summary",
     "merge_summaries",
+    "parquet_dataset",
     "part_uri",
     "publish",
+    "publish_shards",
     "read_input_reports",
     "read_metadata",
     "read_parquet_part",
     "read_part",
     "read_summary",
+    "read_table_folder",
     "record_dict",
     "records_to_table",
     "schema_field",
@@ -339,42 +342,88 @@ def publish(output: str, run_id: str) -> int:
 
 def _publish_table(output: str, run_id: str, table_dir: str, prefix: str, create: bool = True) -> int:
     """One table's staged shards -> ``<output>/<table_dir>/<prefix>-<run_id>-part-<shard>.parquet``."""
-    staged_dir = join_uri(run_dir(output, run_id), table_dir)
-    metadata_dir = join_uri(output, table_dir)
+    published, earlier = publish_shards(
+        join_uri(run_dir(output, run_id), table_dir), join_uri(output, table_dir), f"{prefix}-{run_id}", create=create
+    )
+    # New files first, then the old ones go: readers never lack a table.
+    fs, _ = fsspec.core.url_to_fs(output)
+    for path in earlier:
+        fs.rm_file(path)
+    return len(published)
+
+
+def publish_shards(
+    staged_dir: str, target_dir: str, prefix: str, *, create: bool = True, old_suffixes: tuple[str, ...] = (".parquet",)
+) -> tuple[list[str], list[str]]:
+    """Move the Parquet shards of ``staged_dir`` into ``target_dir`` as ``<prefix>-<name>``.
+
+    Returns
+    -------
+    published, earlier : list of str
+        The moved files, and the files with ``old_suffixes`` that were in ``target_dir``
+        before: the caller removes those once the new table is complete, so readers never
+        lack one. Without shards or earlier files, and without ``create``, no folder is made.
+    """
     fs, staged_path = fsspec.core.url_to_fs(staged_dir)
-    _, metadata_path = fsspec.core.url_to_fs(metadata_dir)
+    _, target_path = fsspec.core.url_to_fs(target_dir)
     fs.invalidate_cache()
     try:
         staged = sorted(p for p in fs.ls(staged_path, detail=False) if p.endswith(".parquet"))
     except FileNotFoundError:
         staged = []
     try:
-        earlier = [p for p in fs.ls(metadata_path, detail=False) if p.endswith(".parquet")]
+        earlier = [p for p in fs.ls(target_path, detail=False) if p.endswith(old_suffixes)]
     except FileNotFoundError:
         earlier = []
     if not (staged or earlier or create):  # a job without features leaves no empty folder
-        return 0
-    fs.makedirs(metadata_path, exist_ok=True)
+        return [], []
+    fs.makedirs(target_path, exist_ok=True)
     published = []
     for path in staged:
-        target = f"{metadata_path}/{prefix}-{run_id}-{path.rsplit('/', 1)[-1]}"
+        target = f"{target_path}/{prefix}-{path.rsplit('/', 1)[-1]}"
         fs.mv(path, target)
         published.append(target)
-    # New files first, then the old ones go: readers never lack a table.
-    for path in earlier:
-        if path not in published:
-            fs.rm_file(path)
-    return len(published)
+    return published, [p for p in earlier if p not in published]
+
+
+def parquet_dataset(uri: str, schema: pa.Schema | None = None):
+    """The Parquet files directly in folder ``uri`` (any fsspec URI) as one
+    ``pyarrow.dataset.Dataset``, or ``None`` when the folder does not exist or holds none."""
+    import pyarrow.dataset as ds
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache()
+    try:
+        paths = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
+    except FileNotFoundError:
+        return None
+    if not paths:
+        return None
+    return ds.dataset(paths, format="parquet", schema=schema, filesystem=PyFileSystem(FSSpecHandler(fs)))
+
+
+def read_table_folder(uri: str, schema: pa.Schema | None = None) -> pa.Table:
+    """A published table (a folder of Parquet shards) as one table, as a downstream reader
+    would read it; empty when the folder holds no shard.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder does not exist.
+    """
+    dataset = parquet_dataset(uri, schema)
+    if dataset is not None:
+        return dataset.to_table()
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.isdir(path):
+        raise FileNotFoundError(f"no published table at {uri}")
+    return schema.empty_table() if schema is not None else pa.table({})
 
 
 def read_metadata(output: str) -> pa.Table:
     """The published metadata of ``output`` as one table (as a downstream reader would)."""
-    import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    fs, path = fsspec.core.url_to_fs(join_uri(output, METADATA_DIR))
-    dataset = ds.dataset(path, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
-    return dataset.to_table()
+    return read_table_folder(join_uri(output, METADATA_DIR))
 
 
 def dead_letter_json(record: StemRecord, traceback_text: str) -> bytes:

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .io import join_uri
+from .metadata import parquet_dataset
 
 __all__ = ["ReportError", "add_arguments", "build_report", "main", "read_evaluation", "read_run", "write_report"]
 
@@ -194,7 +195,7 @@ class RunData:
             return {}
         import pyarrow.dataset as ds
 
-        table = _dataset(self.features_uri).to_table(
+        table = parquet_dataset(self.features_uri).to_table(
             columns=["track_id", "label", "stem", "activity_segments"], filter=ds.field("track_id").isin(track_ids)
         )
         return {(r["track_id"], r["label"], r["stem"]): r["activity_segments"] or [] for r in table.to_pylist()}
@@ -207,41 +208,19 @@ METADATA_COLUMNS = (
 )
 
 
-def _parquet_files(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]] | None:
-    """The Parquet files directly in folder ``uri``, or ``None`` when it does not exist."""
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.invalidate_cache()
-    if not fs.isdir(path):
-        return None
-    return fs, sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
-
-
-def _dataset(uri: str):
-    """The Parquet files of folder ``uri`` as a pyarrow dataset (through fsspec), or ``None``
-    when the folder does not exist or holds none."""
-    import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    found = _parquet_files(uri)
-    if found is None or not found[1]:
-        return None
-    fs, paths = found
-    return ds.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
-
-
 def read_parquet_folder(uri: str, columns: list[str] | None = None) -> pa.Table | None:
     """The Parquet files of folder ``uri`` as one table (only ``columns``, when given), or
     ``None`` when the folder does not exist or holds none."""
-    dataset = _dataset(uri)
+    dataset = parquet_dataset(uri)
     return None if dataset is None else dataset.to_table(columns=columns)
 
 
 def _published_run_id(output: str) -> str | None:
     """The run id in the names of the published metadata files (the newest, should there be several)."""
-    found = _parquet_files(join_uri(output, "metadata"))
-    if found is None:
+    dataset = parquet_dataset(join_uri(output, "metadata"))
+    if dataset is None:
         return None
-    ids = [m["run_id"] for p in found[1] if (m := _PUBLISHED_NAME.match(p.rsplit("/", 1)[-1]))]
+    ids = [m["run_id"] for p in dataset.files if (m := _PUBLISHED_NAME.match(p.rsplit("/", 1)[-1]))]
     return max(ids) if ids else None
 
 
@@ -280,7 +259,7 @@ def read_run(output: str) -> RunData:
         run.metadata = pa.table({c: pa.array([], STEM_METADATA_SCHEMA.field(c).type) for c in METADATA_COLUMNS})
         run.notes.append("no metadata table is published in this output")
     features_uri = join_uri(output, "features")
-    if _dataset(features_uri) is not None:
+    if parquet_dataset(features_uri) is not None:
         run.features_uri = features_uri
     return run
 
