@@ -724,7 +724,7 @@ def evaluate(
     UsageError
         Bad references, runs without metadata, unknown oracles: nothing ran.
     """
-    from .run import _ProgressLine, make_runner, pipeline_options
+    from .run import _ProgressLine, _remove_run_dir, make_runner, pipeline_options
 
     started = time.perf_counter()
     stream = stream or sys.stderr
@@ -775,7 +775,7 @@ def evaluate(
     fs, _ = fsspec.core.url_to_fs(output)
     for path in earlier:
         fs.rm_file(path)
-    _remove_tree(run_dir(output, evaluation_id))
+    _remove_run_dir(output, evaluation_id)
     _remove_empty_dirs(fs, [join_uri(output, "_sepflow", "runs"), join_uri(output, "_sepflow")])
     return EvaluationResult(evaluation_id, output, table.num_rows, len(errors), summary, sorted(set(errors)),
                             time.perf_counter() - started, published + [summary_uri])
@@ -798,14 +798,6 @@ def _remove_empty_dirs(fs, uris: Sequence[str]) -> None:
                 fs.rmdir(path)
         except (FileNotFoundError, OSError):
             pass
-
-
-def _remove_tree(uri: str) -> None:
-    fs, path = fsspec.core.url_to_fs(uri)
-    try:
-        fs.rm(path, recursive=True)
-    except (FileNotFoundError, OSError):
-        pass
 
 
 # --- the command --------------------------------------------------------------------------

@@ -39,6 +39,8 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
     WorkerOptions,
 )
+from apache_beam.portability import python_urns
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from . import sepflow_version
 from .config import ConfigError, JobConfig
@@ -115,12 +117,17 @@ def make_runner(options: PipelineOptions):
     """The runner object for ``options``; DirectRunner means the in-process FnApiRunner."""
     name = _runner_name(options)
     if name in _IN_PROCESS_NAMES:
-
         direct = options.view_as(DirectOptions)
         if (direct.direct_num_workers or 1) > 1 and direct.direct_running_mode == "in_memory":
             # FnApiRunner ignores extra workers in in_memory mode; say so instead of silently.
             _LOG.warning("--direct_num_workers > 1 needs --direct_running_mode=multi_processing (or multi_threading)")
-        return _QuietWorkersRunner()
+        from .sdk_worker import QuietWorkerLogs
+
+        # The runner logs what its workers ship to it under this logger: the same filter.
+        worker_logs = logging.getLogger("apache_beam.runners.portability.local_job_service")
+        if not any(isinstance(f, QuietWorkerLogs) for f in worker_logs.filters):
+            worker_logs.addFilter(QuietWorkerLogs())
+        return QuietWorkersRunner()
     from apache_beam.runners.runner import create_runner
 
     # Beam's runner-name table lacks the DaskRunner; its full path works.
@@ -128,34 +135,15 @@ def make_runner(options: PipelineOptions):
     return create_runner(_RUNNER_PATHS.get(name, runner))
 
 
-def _quiet_worker_runner_class():
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+class QuietWorkersRunner(FnApiRunner):
+    """The FnApiRunner, whose multi-process workers run :mod:`pipelines.sdk_worker` (Beam's
+    worker without its start-up chatter; ``sepflow run -v`` shows it)."""
 
-    class QuietWorkersRunner(FnApiRunner):
-        """The FnApiRunner, whose multi-process workers run :mod:`pipelines.sdk_worker` (Beam's
-        worker without its start-up chatter; ``sepflow run -v`` shows it)."""
-
-        def run_via_runner_api(self, pipeline_proto, options):
-            from apache_beam.portability import python_urns
-
-            for env in pipeline_proto.components.environments.values():
-                if env.urn == python_urns.SUBPROCESS_SDK:
-                    env.payload = env.payload.replace(
-                        b"apache_beam.runners.worker.sdk_worker_main", b"pipelines.sdk_worker"
-                    )
-            return super().run_via_runner_api(pipeline_proto, options)
-
-    return QuietWorkersRunner
-
-
-def _QuietWorkersRunner():
-    from .sdk_worker import QuietWorkerLogs
-
-    # The runner logs what its workers ship to it under this logger: the same filter.
-    worker_logs = logging.getLogger("apache_beam.runners.portability.local_job_service")
-    if not any(isinstance(f, QuietWorkerLogs) for f in worker_logs.filters):
-        worker_logs.addFilter(QuietWorkerLogs())
-    return _quiet_worker_runner_class()()
+    def run_via_runner_api(self, pipeline_proto, options):
+        for env in pipeline_proto.components.environments.values():
+            if env.urn == python_urns.SUBPROCESS_SDK:
+                env.payload = env.payload.replace(b"apache_beam.runners.worker.sdk_worker_main", b"pipelines.sdk_worker")
+        return super().run_via_runner_api(pipeline_proto, options)
 
 
 @dataclass
