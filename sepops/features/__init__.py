@@ -235,13 +235,17 @@ class FeatureExtractor:
             self._guard(state, "activity", self._activity, state, block)
             if self.settings.loudness:
                 self._guard(state, "loudness", self._loudness, state, block)
+            envelope = self._needs_envelope(name)
+            if not (envelope or self.settings.applies("chroma", name) or self.settings.applies("pitch", name)):
+                state.seconds += time.perf_counter() - started
+                continue  # no frame series: activity and loudness need no mono copy
             # The frame series see the block with the audio just before it (block edges),
             # from a start on their own time grid (no interpolation between frames).
             audio = np.concatenate([state.tail, block.mean(axis=0)])
             audio_start_s = offset_s - len(state.tail) / self.sr
-            state.tail = audio[-int(self._tail_s * self.sr):]
+            state.tail = audio[-int(self._tail_s * self.sr):].copy()  # not a view: the block must go
 
-            if self._needs_envelope(name):
+            if envelope:
                 feature = "onsets" if self.settings.onsets else "rhythm"
                 self._guard(state, feature, self._series, state.envelope, onset_envelope,
                             *_aligned(audio, audio_start_s, offset_s, state.envelope.hop_s, self.sr))
@@ -318,7 +322,7 @@ class FeatureExtractor:
             out[name] = self._finish_stem(name, self._stems[name], duration_s, beats)
         return {name: out[name] for name in self._stems}
 
-    def _beats(self, name: str, state: _StemState, beats: dict) -> np.ndarray | None:
+    def _beats(self, name: str, state: _StemState, beats: dict) -> tuple[float | None, np.ndarray] | None:
         """The stem's (tempo, beats) from its whole onset strength, once."""
         if name not in beats:
             envelope = state.envelope.values()[0]
