@@ -121,20 +121,14 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 _SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32": "FLOAT"}
 
 
-def _format_overrides(args: argparse.Namespace) -> list[str]:
-    """``--format`` / ``--bit-depth`` as the ``--set`` items they stand for (checked here, so
-    an error names the flag: ``--bit-depth 32`` needs ``--format wav``)."""
-    from .config import ConfigError
-
+def _format_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``--format`` / ``--bit-depth`` as the config values they set, each with the flag it
+    was typed as (``AudioSettings`` checks the combination; its error names the flag)."""
     out = []
     if args.audio_format:
-        out.append(f"audio.format={args.audio_format}")
+        out.append((f"audio.format={args.audio_format}", f"--format {args.audio_format}"))
     if args.bit_depth:
-        if args.audio_format in ("mp3", "opus"):
-            raise ConfigError(f"--bit-depth {args.bit_depth}: {args.audio_format} stems have no bit depth (flac or wav only)")
-        if args.bit_depth == "32" and args.audio_format not in (None, "wav"):
-            raise ConfigError("--bit-depth 32 (float samples) needs --format wav: FLAC stores integers only")
-        out.append(f"audio.subtype={_SUBTYPES[args.bit_depth]}")
+        out.append((f"audio.subtype={_SUBTYPES[args.bit_depth]}", f"--bit-depth {args.bit_depth}"))
     return out
 
 

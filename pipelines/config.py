@@ -263,12 +263,12 @@ _OPERATOR_KEYS = ("operator", "label", "params")
 
 
 def _blame(message: str, source: str, items: dict[str, str]) -> str:
-    """Where a bad value came from: the ``--set`` item whose key the error names (``items``:
-    key -> the item as typed), else ``source`` (the config file)."""
-    for key, item in items.items():
-        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])", message):
-            return f"--set {item}"
-    return source
+    """Where a bad value came from: the flags whose key the error names (``items``: key ->
+    the flag as typed, ``--set hpss.margin=abc`` or ``--bit-depth 32``), else ``source``
+    (the config file)."""
+    named = [flag for key, flag in items.items()
+             if re.search(rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])", message)]
+    return ", ".join(named) or source
 
 
 def _build_section(cls: type, values: Any, section: str, source: str, origins: dict[str, str] | None = None) -> Any:
@@ -281,7 +281,7 @@ def _build_section(cls: type, values: Any, section: str, source: str, origins: d
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{f'--set {origins[unknown[0]]}' if unknown[0] in origins else source}: "
+            f"{origins.get(unknown[0], source)}: "
             f"unknown key {', '.join(f'{section}.{k}' for k in unknown)}; "
             f"valid keys in '{section}': {', '.join(fields)}"
         )
@@ -292,7 +292,7 @@ def _build_section(cls: type, values: Any, section: str, source: str, origins: d
             # Same type rules as operator parameters (strings from --set are parsed).
             coerced[key] = coerce(value, hints[key], f"{section}.{key}")
         except OperatorConfigError as exc:
-            raise ConfigError(f"{f'--set {origins[key]}' if key in origins else source}: {exc}") from None
+            raise ConfigError(f"{origins.get(key, source)}: {exc}") from None
     try:
         return cls(**coerced)
     except (TypeError, ValueError) as exc:
@@ -384,7 +384,7 @@ def _file_operator_count(raw: dict) -> int:
 
 
 def _apply_overrides(
-    raw: dict, operators: list[str] | None, overrides: list[str], origins: dict[str, dict[str, str]]
+    raw: dict, operators: list[str] | None, overrides: list[str | tuple[str, str]], origins: dict[str, dict[str, str]]
 ) -> dict:
     """The file's mapping with ``--operator`` and ``--set`` applied. What came from a flag is
     recorded so an error can name the flag: ``origins[section][key]`` for sections, and the
@@ -407,7 +407,9 @@ def _apply_overrides(
         entries = chosen
     raw["operators"] = entries
 
-    for item in overrides or []:
+    for override in overrides or []:
+        # A ``--set`` item, or (item, the flag it was typed as: ``--format wav``).
+        item, flag = override if isinstance(override, tuple) else (override, f"--set {override.strip()}")
         (head, key), value = _parse_set(item)
         if head in _SECTIONS:
             section = raw.get(head) or {}
@@ -415,7 +417,7 @@ def _apply_overrides(
                 raise ConfigError(f"'{head}' must be a mapping")
             section[key] = value
             raw[head] = section
-            origins.setdefault(head, {})[key] = item.strip()
+            origins.setdefault(head, {})[key] = flag
             continue
         targets = [e for e in entries if isinstance(e, dict) and head in (e.get("label") or e.get("operator"),)]
         if not targets:
@@ -426,7 +428,7 @@ def _apply_overrides(
             )
         for e in targets:
             e["params"] = {**(e.get("params") or {}), key: value}
-            e.setdefault("_set", {})[key] = item.strip()
+            e.setdefault("_set", {})[key] = flag
     return raw
 
 
@@ -434,7 +436,7 @@ def job_config_from_dict(
     raw: dict | None,
     *,
     operators: list[str] | None = None,
-    overrides: list[str] | None = None,
+    overrides: list[str | tuple[str, str]] | None = None,
     source: str = "config",
 ) -> JobConfig:
     """Validate a parsed YAML mapping plus CLI overrides into a ``JobConfig``."""
@@ -470,7 +472,7 @@ def load_job_config(
     path: str | None,
     *,
     operators: list[str] | None = None,
-    overrides: list[str] | None = None,
+    overrides: list[str | tuple[str, str]] | None = None,
 ) -> JobConfig:
     """Read a YAML job file (any fsspec URI) and apply ``--operator`` / ``--set`` overrides.
 
