@@ -29,6 +29,8 @@ EXTRAS = {
     "s3": ["s3fs>=2023.6"],
     "gcs": ["gcsfs>=2023.6"],
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+    # Demucs v4 models a user holds (sepflow never downloads weights).
+    "demucs": ["demucs>=4.1.0"],
     "dev": [
         "pytest>=7",
         "hypothesis>=6.100",
@@ -44,6 +46,7 @@ EXTRAS = {
         "onnx>=1.15",
         "onnxruntime>=1.17",
         "safetensors>=0.4",
+        "demucs>=4.1.0",
     ],
 }
 

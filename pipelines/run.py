@@ -410,7 +410,7 @@ def run_job(
 
 def check_runner(job: JobConfig, options: PipelineOptions) -> None:
     """What the runner needs and can be checked before the job starts (``ConfigError``):
-    a Dask scheduler that answers, and CUDA where a U-Net asks for it and the job runs on
+    a Dask scheduler that answers, and CUDA where a model operator (unet, demucs, roformer) asks for it and the job runs on
     this machine (a cluster's workers may have the GPU the driver lacks)."""
     name = _runner_name(options)
     if name == "daskrunner":
@@ -427,7 +427,7 @@ def check_runner(job: JobConfig, options: PipelineOptions) -> None:
                 from sepops.unet.separator import resolve_device
 
                 try:
-                    resolve_device("cuda")
+                    resolve_device("cuda", operator=spec.operator)
                 except OperatorConfigError as exc:
                     raise ConfigError(str(exc)) from None
 

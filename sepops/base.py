@@ -104,7 +104,7 @@ class Operator(ABC):
     #: True for operators that need the true stems (oracle masks).
     needs_references: ClassVar[bool] = False
 
-    def __init__(self, config: Any = None, **params: Any):
+    def __init__(self, config: Any = None, /, **params: Any):
         if config is None:
             config = type(self).make_config(**params)
         elif params:

@@ -59,7 +59,7 @@ def operator_class(name: str) -> type[Operator]:
         ) from None
 
 
-def get_operator(name: str, **params: Any) -> Operator:
+def get_operator(name: str, /, **params: Any) -> Operator:
     """Build a registered operator from keyword parameters.
 
     >>> op = get_operator("hpss", kernel_size=31, mask="soft")

@@ -379,7 +379,7 @@ class IcaOperator(Operator):
     #: For ``sepflow operators``.
     stems_description = "source_1 .. source_N, one per input channel (or n_sources), loudest first"
 
-    def __init__(self, config=None, **params):
+    def __init__(self, config=None, /, **params):
         super().__init__(config, **params)
         #: The unmixing fitted to a whole stream (:meth:`fit_stream`); None: fitted per call.
         self.model: IcaModel | None = None

@@ -188,7 +188,7 @@ class NmfOperator(MaskingOperator):
         "accompaniment, lead; chorales_satb: soprano, alto, tenor, bass)"
     )
 
-    def __init__(self, config=None, **params):
+    def __init__(self, config=None, /, **params):
         super().__init__(config, **params)
         self.dictionary: NmfDictionary | None = None
         if self.config.dictionary is not None:

@@ -75,7 +75,7 @@ class UNetOperator(Operator):
     name = "unet"
     Config = UNetConfig
 
-    def __init__(self, config: UNetConfig | None = None, **params):
+    def __init__(self, config: UNetConfig | None = None, /, **params):
         super().__init__(config, **params)
         import torch
 

@@ -63,7 +63,7 @@ def shipped_models() -> list[str]:
     return resources.shipped("unet_model")
 
 
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(device: str = "auto", *, operator: str = "unet") -> str:
     """The torch device for ``device`` ("auto": CUDA when torch sees one, else the CPU).
 
     Raises
@@ -77,7 +77,7 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise OperatorConfigError(
-            "operator 'unet' parameter 'device': 'cuda' was asked for, but torch sees no CUDA device "
+            f"operator {operator!r} parameter 'device': 'cuda' was asked for, but torch sees no CUDA device "
             "on this machine (use 'auto' or 'cpu')"
         )
     return device

@@ -1,0 +1,218 @@
+"""What the operators over pretrained models share: weights a user holds, read safely.
+
+- :func:`local_copy`: a local path as it is; any fsspec URI (``s3://``, ``gs://``) copied
+  once per machine into a local cache (``$SEPFLOW_MODEL_CACHE``, default
+  ``~/.cache/sepflow/models``), keyed by the URI and the remote file's size and time, so every
+  worker process on a machine reads the bucket once.
+- :func:`safe_torch_load`: ``torch.load(weights_only=True)`` with an explicit allowlist of
+  classes. A checkpoint whose unpickling would call anything else (``os.system``, a class
+  from an arbitrary module) is refused with a one-line :class:`~sepops.errors.CheckpointError`;
+  the call never happens (torch's weights-only unpickler does not resolve the global).
+- :func:`in_model_channels`, :func:`grid_context`: any channel count through a stereo model,
+  and the block alignment of a model whose chunks lie on a global grid.
+- :class:`ConfigLoader`: YAML's safe loader plus ``!!python/tuple`` (the published RoFormer
+  configs use it), read as a plain tuple: no object is built from a tag.
+
+Nothing here downloads anything: sepflow runs the weights a user points it at.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import CheckpointError
+
+__all__ = [
+    "ConfigLoader", "cache_dir", "grid_context", "in_model_channels", "is_remote", "load_yaml", "local_copy",
+    "safe_torch_load",
+]
+
+
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names a store rather than a local path (``file://`` is local)."""
+    return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def cache_dir() -> Path:
+    """Where remote models are copied: ``$SEPFLOW_MODEL_CACHE`` or ``~/.cache/sepflow/models``."""
+    return Path(os.environ.get("SEPFLOW_MODEL_CACHE") or Path.home() / ".cache" / "sepflow" / "models")
+
+
+def local_copy(uri: str) -> Path:
+    """A local path holding what ``uri`` names (a file or a folder of files).
+
+    Local paths (and ``file://``) are returned as they are. Remote ones are copied once into
+    :func:`cache_dir`, under a key of the URI, size and modification time (an overwritten
+    model in the bucket is copied again); the copy is made in a temporary folder and renamed
+    into place, so concurrent workers never read a half-copied file.
+
+    Raises
+    ------
+    CheckpointError
+        Nothing exists at ``uri``, or the store cannot be read (the message says why).
+    """
+    uri = str(uri)
+    if not is_remote(uri):
+        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+        if not path.exists():
+            raise CheckpointError(f"{uri}: no such file or folder")
+        return path
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        info = fs.info(path)
+        files = [info] if info["type"] != "directory" else [
+            fs.info(p) for p in fs.find(path) if fs.info(p)["type"] == "file"
+        ]
+    except FileNotFoundError:
+        raise CheckpointError(f"{uri}: no such file or folder") from None
+    except Exception as exc:  # noqa: BLE001 - credentials, network: say why, in one line
+        raise CheckpointError(f"{uri}: cannot be read ({type(exc).__name__}: {exc})") from None
+    stamp = [(f["name"], f.get("size"), str(f.get("LastModified") or f.get("mtime") or f.get("ETag") or ""))
+             for f in files]
+    key = hashlib.sha256(repr((uri, sorted(stamp))).encode()).hexdigest()[:16]
+    name = Path(path.rstrip("/")).name or "model"
+    target = cache_dir() / f"{key}-{name}"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        if info["type"] == "directory":
+            root = path.rstrip("/")
+            for f in files:
+                rel = f["name"][len(root):].lstrip("/")
+                (tmp / "d" / rel).parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(f["name"], str(tmp / "d" / rel))
+        else:
+            fs.get_file(path, str(tmp / "d"))
+        try:
+            os.replace(tmp / "d", target)
+        except OSError:  # another worker renamed its copy first (a folder cannot be replaced)
+            if not target.exists():
+                raise
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{uri}: cannot be copied ({type(exc).__name__}: {exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def safe_torch_load(path: str | Path, allowlist: Iterable[Any] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, allowing only ``allowlist`` beyond
+    tensors and plain containers.
+
+    Raises
+    ------
+    CheckpointError
+        One line: the file is not a checkpoint, or it asks for a class or function outside the
+        allowlist (named), which is then never imported nor called.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(list(allowlist)):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL_RE.search(str(exc))
+        if found is None:  # a damaged file, or not a pickle at all
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (damaged, or another format)") from None
+        raise CheckpointError(
+            f"{path}: refused: it asks for {found.group(1)}, which is not a tensor nor an allowed model class "
+            "(sepflow never runs code from a model file)"
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``!!python/tuple`` (as a tuple) and nothing else
+    of the unsafe tags."""
+
+
+def _tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple:
+    return tuple(loader.construct_sequence(node, deep=True))
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", _tuple)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file read with :class:`ConfigLoader`.
+
+    Raises
+    ------
+    CheckpointError
+        Unreadable, not YAML, or using a tag other than the safe ones and ``!!python/tuple``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: not a usable YAML config ({first})") from None
+
+
+def in_model_channels(audio: np.ndarray, channels: int, separate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Run a model made for ``channels`` (1 or 2) channels on audio of any channel count.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape (C, n)
+    channels : int
+        What the model takes.
+    separate : callable, (channels, n) -> (S, channels, n)
+
+    Returns
+    -------
+    np.ndarray, shape (S, C, n)
+        Mono audio goes through a stereo model as two equal channels, and its stems are the
+        mean of the two; more channels than the model takes go through it in groups of
+        ``channels`` (pairs: front, surround ...), a last odd channel as mono.
+    """
+    c = audio.shape[0]
+    if c == channels:
+        return separate(audio)
+    if c < channels:
+        return separate(np.repeat(audio, channels, axis=0)[:channels]).mean(axis=1, keepdims=True)
+    parts = [in_model_channels(audio[i : i + channels], channels, separate) for i in range(0, c, channels)]
+    return np.concatenate(parts, axis=1)
+
+
+def grid_context(sr: int, model_sr: int, step: int, reach: int) -> tuple[int, int]:
+    """The ``(context, align)`` of an exact operator whose chunks lie on a global grid of
+    ``step`` samples at ``model_sr``, each reaching ``reach`` model samples, for input at ``sr``.
+
+    Blocks must start where the grid does, in input samples: at rates whose ratio to the
+    model's is p / q that is the grid's first multiple that p / q maps to a whole number. The
+    context covers ``reach`` each side (rounded up to the alignment) plus the resampler's reach.
+    """
+    import math
+
+    g = math.gcd(int(sr), int(model_sr))
+    p, q = int(sr) // g, int(model_sr) // g
+    align = step * (q // math.gcd(step, q)) * p // q
+    need = -(-reach * p // q) + (4096 if p != q else 0)
+    return -(-need // align) * align, align
