@@ -7,5 +7,6 @@ from . import (
     nmf,  # noqa: F401
     oracle,  # noqa: F401
     repet,  # noqa: F401
+    roformer,  # noqa: F401
     unet,  # noqa: F401
 )
