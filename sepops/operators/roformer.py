@@ -68,7 +68,14 @@ def _load(c: RoformerConfig):
         Naming ``checkpoint`` or ``config``, whichever is at fault.
     """
     from ..pretrained import local_copy
-    from ..roformer import YamlConfigError, build_model, load_state, load_weights, read_spec, yaml_beside
+    from ..roformer import (
+        YamlConfigError,
+        build_model,
+        load_state,
+        load_weights,
+        read_spec,
+        yaml_beside,
+    )
 
     param = "checkpoint"
     try:
@@ -169,10 +176,11 @@ class RoformerOperator(Operator):
         return self._separate(audio, sr, at_start=True, at_end=True)
 
     def separate_block(self, audio: np.ndarray, sr: int, *, keep: tuple[int, int]) -> dict[str, np.ndarray]:
-        # A block holds the signal's start / end exactly when its kept samples reach it
-        # (separate_blocks gives context on every other side; a block starting within the
-        # context of the signal's start is run as an inner one, which Grid.align allows).
-        return self._separate(audio, sr, at_start=keep[0] == 0, at_end=keep[1] == np.shape(audio)[-1])
+        # separate_blocks gives a block its whole context on each side unless the signal
+        # starts / ends within it: then the block holds that end and is run as the whole
+        # signal is there (reflect padding, the last batch's windows).
+        context = self.block_context(sr).context
+        return self._separate(audio, sr, at_start=keep[0] < context, at_end=np.shape(audio)[-1] - keep[1] < context)
 
     def _separate(self, audio: np.ndarray, sr: int, *, at_start: bool, at_end: bool) -> dict[str, np.ndarray]:
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))

@@ -40,11 +40,8 @@ class Grid:
 
     @property
     def align(self) -> int:
-        """Blocks start at multiples of this many samples: the grid and the batches repeat,
-        and it is at least a chunk, so a block that starts later than the signal does not
-        need the signal's start (see :func:`demix`)."""
-        period = self.step * self.batch
-        return period * -(-self.chunk // period)
+        """Blocks start at multiples of this many samples: the grid and the batches repeat."""
+        return self.step * self.batch
 
     def window(self, drop_fade_in: bool, drop_fade_out: bool) -> torch.Tensor:
         """(chunk,) the reference's window: linear fades of ``fade`` samples (0 to 1, 1 to 0)."""
@@ -63,11 +60,12 @@ def block_context(grid: Grid) -> int:
     """Samples each side of a block for :func:`demix` on it to be exact on the block.
 
     A chunk that touches the block's inner samples starts less than a chunk before them and
-    ends less than a chunk after them; and no chunk of the signal's last batch (whose
-    fade-outs are dropped) may touch them unless the block holds the end: those start at
-    most ``batch * step - border`` samples before the end of the signal.
+    ends less than a chunk after them; no chunk of the signal's last batch (whose fade-outs
+    are dropped) may touch them unless the block holds the end: those start at most
+    ``batch * step - border`` samples before the end of the signal; and a signal longer than
+    a block is then longer than ``2 * border``, so it is padded (:func:`_chunks`).
     """
-    return max(grid.chunk, grid.batch * grid.step - grid.border)
+    return max(grid.chunk, grid.batch * grid.step - grid.border, 2 * grid.border)
 
 
 def _chunks(n: int, grid: Grid, at_start: bool, at_end: bool) -> tuple[int, int, list[tuple[int, int]]]:
