@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 from .errors import CheckpointError
 from .pretrained import load_yaml, safe_torch_load
 
-__all__ = ["MODEL_CLASSES", "available_models", "load_demucs"]
+__all__ = ["MODEL_CLASSES", "available_models", "load_demucs", "save_bag", "save_model"]
 
 #: The model classes a demucs file may name, by their import path.
 MODEL_CLASSES = ("demucs.htdemucs.HTDemucs", "demucs.hdemucs.HDemucs", "demucs.demucs.Demucs")
@@ -168,7 +169,7 @@ def _read_safetensors(path: Path) -> tuple[type, list, dict, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     if "structure" in meta:
@@ -195,3 +196,37 @@ def _decode(value: Any) -> Any:
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
+
+
+def save_model(model: Any, folder: Path, sig: str, *, checksum: bool = True) -> Path:
+    """Write ``model`` (a demucs model built by its class, which records its arguments) as
+    ``<folder>/<sig>-<sha256 prefix>.th`` (or ``<sig>.th``), the package demucs's own
+    ``save_with_checksum`` writes and its ``--repo`` reads; tensors and the class only.
+    """
+    import torch
+
+    args, kwargs = model._init_args_kwargs
+    package = {
+        "klass": type(model), "args": list(args), "kwargs": dict(kwargs),
+        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "training_args": {},
+    }
+    buf = io.BytesIO()
+    torch.save(package, buf)
+    name = f"{sig}-{hashlib.sha256(buf.getvalue()).hexdigest()[:8]}.th" if checksum else f"{sig}.th"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(buf.getvalue())
+    return folder / name
+
+
+def save_bag(folder: Path, name: str, sigs: list[str], weights: list | None = None, segment: float | None = None) -> Path:
+    """Write ``<folder>/<name>.yaml``, a bag of the models ``sigs`` as demucs's ``--repo`` reads it."""
+    import yaml
+
+    bag: dict[str, Any] = {"models": list(sigs)}
+    if weights is not None:
+        bag["weights"] = weights
+    if segment is not None:
+        bag["segment"] = segment
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(bag))
+    return path

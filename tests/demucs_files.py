@@ -7,15 +7,14 @@ class and arguments as JSON metadata.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+
+from sepops.demucs_files import save_bag, save_model
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 
@@ -36,22 +35,9 @@ def small_htdemucs(seed: int = 0, sources: list[str] | None = None, segment: Fra
     return model.eval()
 
 
-def _package(model) -> dict:
-    args, kwargs = model._init_args_kwargs
-    return {
-        "klass": type(model), "args": list(args), "kwargs": dict(kwargs),
-        "state": {k: v.clone() for k, v in model.state_dict().items()}, "training_args": {"seed": 0},
-    }
-
-
 def write_th(model, folder: Path, sig: str, *, checksum: bool = True) -> Path:
     """``<sig>-<sha256 prefix>.th`` (or ``<sig>.th``), as demucs.states.save_with_checksum."""
-    buf = io.BytesIO()
-    torch.save(_package(model), buf)
-    name = f"{sig}-{hashlib.sha256(buf.getvalue()).hexdigest()[:8]}.th" if checksum else f"{sig}.th"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(buf.getvalue())
-    return folder / name
+    return save_model(model, folder, sig, checksum=checksum)
 
 
 def _json(value):
@@ -79,14 +65,7 @@ def write_safetensors(model, path: Path, klass: str | None = None) -> Path:
 
 
 def write_bag(folder: Path, name: str, sigs: list[str], weights=None, segment=None) -> Path:
-    bag = {"models": sigs}
-    if weights is not None:
-        bag["weights"] = weights
-    if segment is not None:
-        bag["segment"] = segment
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(bag))
-    return path
+    return save_bag(folder, name, sigs, weights, segment)
 
 
 def mixture_signal(seconds: float = 3.0, sr: int = 44100, channels: int = 2, seed: int = 1) -> np.ndarray:
