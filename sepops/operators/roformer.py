@@ -122,7 +122,9 @@ class RoformerOperator(Operator):
     Config = RoformerConfig
     stems_description = "the YAML's training.instruments (with a target_instrument: the target and the rest)"
 
-    def __init__(self, config: RoformerConfig | None = None, **params):
+    def __init__(self, config: RoformerConfig | str | None = None, **params):
+        if isinstance(config, str):  # the YAML parameter given by name, not a RoformerConfig
+            config, params = None, {**params, "config": config}
         super().__init__(config, **params)
         import torch
 
