@@ -207,7 +207,7 @@ def test_the_published_configs_build_their_networks(config, kind, params, chunk,
     with torch.device("meta"):  # shapes only: no memory, no time
         model = build_model(spec)
     assert sum(p.numel() for p in model.parameters()) == params
-    # Blocks of such a model start every 32 s and carry 12 s each side (at 44.1 kHz).
+    # Blocks of such a model start every 16 s and need 12 s each side (16 s once rounded up).
     grid = Grid(spec.chunk_size, spec.num_overlap, spec.batch_size)
     assert (grid.align, block_context(grid)) == (705600, 529200)
 
