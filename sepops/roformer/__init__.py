@@ -8,7 +8,15 @@ ZFTurbo/Music-Source-Separation-Training, written for sepflow.
 
 The operator is :mod:`sepops.operators.roformer`; see docs/roformer.md.
 """
-from .config import RoformerSpec, YamlConfigError, build_model, load_state, load_weights, read_spec, yaml_beside
+from .config import (
+    RoformerSpec,
+    YamlConfigError,
+    build_model,
+    load_state,
+    load_weights,
+    read_spec,
+    yaml_beside,
+)
 from .inference import Grid, block_context, demix
 
 __all__ = [

@@ -110,8 +110,8 @@ def read_spec(path: str | Path, state_keys: Iterable[str] = ()) -> RoformerSpec:
     kwargs = _model_kwargs(path, kind, model)
     model_stems, complement = _stems(path, training, int(kwargs.get("num_stems", 1)))
     chunk = inference.get("chunk_size", audio.get("chunk_size"))
-    values = dict(sample_rate=audio.get("sample_rate", 44100), chunk_size=chunk,
-                  num_overlap=inference.get("num_overlap"), batch_size=inference.get("batch_size", 1))
+    values = {"sample_rate": audio.get("sample_rate", 44100), "chunk_size": chunk,
+              "num_overlap": inference.get("num_overlap"), "batch_size": inference.get("batch_size", 1)}
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise YamlConfigError(f"{path}: {name} must be a positive integer, got {v!r}")

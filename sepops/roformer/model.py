@@ -22,6 +22,8 @@ The network, for audio ``(batch, channels, samples)``:
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -169,7 +171,7 @@ def _mlp(dim_in: int, dim_out: int, hidden: int, n_hidden: int) -> nn.Sequential
     """Linear layers with tanh between them; ``n_hidden`` hidden layers of width ``hidden``."""
     dims = (dim_in, *(hidden,) * n_hidden, dim_out)
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         layers.append(nn.Linear(a, b))
         if i < len(dims) - 2:
             layers.append(nn.Tanh())
@@ -204,11 +206,11 @@ class _Roformer(nn.Module):
         self.num_stems = num_stems
         self.skip_connection = skip_connection
         self.zero_dc = zero_dc
-        self.stft_kwargs = dict(n_fft=stft_n_fft, hop_length=stft_hop_length, win_length=stft_win_length,
-                                normalized=stft_normalized)
+        self.stft_kwargs = {"n_fft": stft_n_fft, "hop_length": stft_hop_length, "win_length": stft_win_length,
+                            "normalized": stft_normalized}
         self.register_buffer("window", torch.hann_window(stft_win_length), persistent=False)
         time_rotary, freq_rotary = RotaryEmbedding(dim_head), RotaryEmbedding(dim_head)
-        common = dict(dim=dim, heads=heads, dim_head=dim_head, norm_output=norm_output)
+        common = {"dim": dim, "heads": heads, "dim_head": dim_head, "norm_output": norm_output}
         self.layers = nn.ModuleList()
         for _ in range(depth):
             blocks = []
