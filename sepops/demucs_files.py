@@ -8,7 +8,9 @@ What ``demucs`` itself reads, and so what this module reads:
 - the **safetensors layout** of demucs 4.1 (one folder per named model: ``<name>.yaml`` plus
   ``<sig>.safetensors``, the class and its arguments as JSON in the file's metadata), which
   may sit in the same folder;
-- a **single model file** (``.th`` or ``.safetensors``).
+- a **single model file** (``.th`` or ``.safetensors``);
+- model files alone, named by a bag the demucs package ships (``htdemucs_ft`` is four
+  ``.th`` files; the package's ``remote/htdemucs_ft.yaml`` says which).
 
 demucs's own loaders unpickle with ``weights_only=False`` and import whatever module a file's
 metadata names. Here a ``.th`` is read with ``torch.load(weights_only=True)`` allowing only
@@ -97,8 +99,24 @@ def load_demucs(path: Path, name: str = "") -> Any:
         return _load_bag(bags[name], models).eval()
     if name in models:
         return _load_model(models[name]).eval()
+    published = _published_bag(name)
+    if published is not None:  # e.g. the four htdemucs_ft files without their .yaml
+        return _load_bag(published, models).eval()
     known = ", ".join(sorted(bags) + sorted(models)) or "none"
     raise CheckpointError(f"{path}: no model or bag named {name!r} (there: {known})")
+
+
+def _published_bag(name: str) -> Path | None:
+    """The bag ``<name>.yaml`` that the demucs package ships (its ``remote/`` folder: which
+    signatures make htdemucs, htdemucs_ft, htdemucs_6s ...), for a folder that holds the
+    model files without it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("demucs")
+    if spec is None or not spec.submodule_search_locations or "/" in name or not name:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "remote" / f"{name}.yaml"
+    return path if path.is_file() else None
 
 
 def _default_name(folder: Path, models: dict[str, Path], bags: dict[str, Path]) -> str:
@@ -120,7 +138,7 @@ def _load_bag(yaml_path: Path, models: dict[str, Path]) -> Any:
         raise CheckpointError(f"{yaml_path}: not a demucs bag of models (a 'models' list of signatures)")
     missing = [sig for sig in bag["models"] if sig not in models]
     if missing:
-        raise CheckpointError(f"{yaml_path}: model {missing[0]} is not in {yaml_path.parent}")
+        raise CheckpointError(f"{yaml_path.name}: model {missing[0]} is not in the folder (a {missing[0]}-*.th or .safetensors file)")
     members = [_load_model(models[sig]) for sig in bag["models"]]
     try:
         return BagOfModels(members, bag.get("weights"), bag.get("segment"))

@@ -208,3 +208,15 @@ def test_safetensors_naming_a_foreign_class_is_refused(tmp_path):
     path = write_safetensors(model, tmp_path / "x.safetensors", klass="os.system")
     with pytest.raises(OperatorConfigError, match="class 'os.system'"):
         get_operator("demucs", repo=str(path))
+
+
+def test_a_published_bag_name_finds_its_model_files_without_the_yaml(tmp_path, mix):
+    # htdemucs_6s is one model, 5c90dfd2, in the demucs package's own remote/htdemucs_6s.yaml.
+    six = ["drums", "bass", "other", "vocals", "guitar", "piano"]
+    model = small_htdemucs(12, sources=six)
+    write_th(model, tmp_path, "5c90dfd2")
+    write_th(small_htdemucs(13), tmp_path, "00000001")  # another model: no default any more
+    op = get_operator("demucs", repo=str(tmp_path), name="htdemucs_6s", device="cpu")
+    assert_same(op.separate(mix, 44100), reference(model, mix), six)
+    with pytest.raises(OperatorConfigError, match="'repo'.*htdemucs_ft.yaml: model f7e0c4bc is not in the folder"):
+        get_operator("demucs", repo=str(tmp_path), name="htdemucs_ft")
