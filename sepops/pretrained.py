@@ -62,7 +62,7 @@ def local_copy(uri: str) -> Path:
     """
     uri = str(uri)
     if not is_remote(uri):
-        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+        path = Path(uri.removeprefix("file://")).expanduser()
         if not path.exists():
             raise CheckpointError(f"{uri}: no such file or folder")
         return path
@@ -167,7 +167,7 @@ def load_yaml(path: str | Path) -> Any:
     """
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(f, Loader=ConfigLoader)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:

@@ -122,9 +122,7 @@ class RoformerOperator(Operator):
     Config = RoformerConfig
     stems_description = "the YAML's training.instruments (with a target_instrument: the target and the rest)"
 
-    def __init__(self, config: RoformerConfig | str | None = None, **params):
-        if isinstance(config, str):  # the YAML parameter given by name, not a RoformerConfig
-            config, params = None, {**params, "config": config}
+    def __init__(self, config: RoformerConfig | None = None, /, **params):
         super().__init__(config, **params)
         import torch
 
@@ -134,10 +132,7 @@ class RoformerOperator(Operator):
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
-        try:
-            self.device = resolve_device(c.device)
-        except OperatorConfigError as exc:  # its message names the unet operator
-            raise OperatorConfigError(str(exc).replace("operator 'unet'", "operator 'roformer'")) from None
+        self.device = resolve_device(c.device, operator="roformer")
         model, self.spec = _load(c)
         self.model = model.to(self.device).eval()
         self.grid = Grid(self.spec.chunk_size, self.spec.num_overlap, self.spec.batch_size)
