@@ -99,11 +99,17 @@ def load_demucs(path: Path, name: str = "") -> Any:
         return _load_bag(bags[name], models).eval()
     if name in models:
         return _load_model(models[name]).eval()
+    known = ", ".join(sorted(bags) + sorted(models)) or "none"
     published = _published_bag(name)
     if published is not None:  # e.g. the four htdemucs_ft files without their .yaml
-        return _load_bag(published, models).eval()
-    known = ", ".join(sorted(bags) + sorted(models)) or "none"
-    raise CheckpointError(f"{path}: no model or bag named {name!r} (there: {known})")
+        sigs = (load_yaml(published) or {}).get("models", [])
+        if all(sig in models for sig in sigs):
+            return _load_bag(published, models).eval()
+        raise CheckpointError(
+            f"{path}: {name} is the demucs bag of {', '.join(sigs)}, whose files are not all there (there: {known})",
+            param="name",
+        )
+    raise CheckpointError(f"{path}: no model or bag named {name!r} (there: {known})", param="name")
 
 
 def _published_bag(name: str) -> Path | None:
@@ -127,7 +133,7 @@ def _default_name(folder: Path, models: dict[str, Path], bags: dict[str, Path]) 
     if not bags and len(models) == 1:
         return next(iter(models))
     known = ", ".join(sorted(bags) + sorted(models)) or "none"
-    raise CheckpointError(f"{folder}: several models or none, name one with 'name' (there: {known})")
+    raise CheckpointError(f"{folder}: several models or none, name one with 'name' (there: {known})", param="name")
 
 
 def _load_bag(yaml_path: Path, models: dict[str, Path]) -> Any:

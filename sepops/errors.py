@@ -50,4 +50,12 @@ class ResourceNotFoundError(OperatorConfigError):
 
 
 class CheckpointError(SepopsError, ValueError):
-    """A model folder is missing, malformed, or not a safetensors checkpoint."""
+    """A model file or folder is missing, malformed, unsafe, or does not fit its config.
+
+    ``param`` names the operator parameter at fault when the loader knows it better than
+    its caller (a model name not found in a folder is the name's fault, not the folder's).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.param = param

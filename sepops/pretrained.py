@@ -32,7 +32,7 @@ import yaml
 from .errors import CheckpointError
 
 __all__ = [
-    "ConfigLoader", "cache_dir", "grid_context", "in_model_channels", "is_remote", "load_yaml", "local_copy",
+    "ConfigLoader", "cache_dir", "fit_length", "grid_context", "in_model_channels", "is_remote", "load_yaml", "local_copy",
     "safe_torch_load",
 ]
 
@@ -199,6 +199,15 @@ def in_model_channels(audio: np.ndarray, channels: int, separate: Callable[[np.n
         return separate(np.repeat(audio, channels, axis=0)[:channels]).mean(axis=1, keepdims=True)
     parts = [in_model_channels(audio[i : i + channels], channels, separate) for i in range(0, c, channels)]
     return np.concatenate(parts, axis=1)
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` (channels, m) cut or zero-padded to ``n`` samples, float32 (a resampled
+    signal's length is the input's give or take one sample)."""
+    x = x[:, :n]
+    if x.shape[1] < n:
+        x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def grid_context(sr: int, model_sr: int, step: int, reach: int) -> tuple[int, int]:

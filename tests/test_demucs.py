@@ -218,5 +218,5 @@ def test_a_published_bag_name_finds_its_model_files_without_the_yaml(tmp_path, m
     write_th(small_htdemucs(13), tmp_path, "00000001")  # another model: no default any more
     op = get_operator("demucs", repo=str(tmp_path), name="htdemucs_6s", device="cpu")
     assert_same(op.separate(mix, 44100), reference(model, mix), six)
-    with pytest.raises(OperatorConfigError, match="'repo'.*htdemucs_ft.yaml: model f7e0c4bc is not in the folder"):
+    with pytest.raises(OperatorConfigError, match="'name'.*htdemucs_ft is the demucs bag of f7e0c4bc.*there: 00000001, 5c90dfd2"):
         get_operator("demucs", repo=str(tmp_path), name="htdemucs_ft")

@@ -29,7 +29,7 @@ from ..audio import resample
 from ..base import Operator
 from ..blocks import BlockContext
 from ..errors import CheckpointError, OperatorConfigError
-from ..pretrained import grid_context, in_model_channels, local_copy
+from ..pretrained import fit_length, grid_context, in_model_channels, local_copy
 from ..registry import register
 from ..spectral import Analysis
 
@@ -127,7 +127,7 @@ class DemucsOperator(Operator):
         n = audio.shape[1]
         x = resample(audio, sr, self.samplerate)
         out = in_model_channels(x, self.channels, self._apply)  # (sources, channels, n at model rate)
-        stems = {name: _fit(resample(out[i], self.samplerate, sr), n) for i, name in enumerate(self.sources)}
+        stems = {name: fit_length(resample(out[i], self.samplerate, sr), n) for i, name in enumerate(self.sources)}
         if not self.config.two_stems:
             return stems
         keep = self.config.two_stems
@@ -153,14 +153,6 @@ class DemucsOperator(Operator):
         return y[0].float().cpu().numpy()
 
 
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    """``x`` (channels, m) cut or zero-padded to ``n`` samples, float32."""
-    x = x[:, :n]
-    if x.shape[1] < n:
-        x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def _load(config: DemucsConfig) -> Any:
     """The model ``config`` names, checked against its other parameters.
 
@@ -180,8 +172,7 @@ def _load(config: DemucsConfig) -> Any:
     try:
         model = load_demucs(local_copy(config.repo), config.name)
     except CheckpointError as exc:
-        key = "name" if "no model or bag named" in str(exc) or "name one with" in str(exc) else "repo"
-        raise OperatorConfigError(f"operator 'demucs' parameter '{key}': {exc}") from None
+        raise OperatorConfigError(f"operator 'demucs' parameter '{exc.param or 'repo'}': {exc}") from None
     sources = list(model.sources)
     if config.two_stems and config.two_stems not in sources:
         raise OperatorConfigError(

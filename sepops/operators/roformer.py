@@ -11,7 +11,6 @@ The network and its chunked inference are :mod:`sepops.roformer`; see docs/rofor
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,13 +20,12 @@ from ..audio import resample
 from ..base import Operator
 from ..blocks import BlockContext
 from ..errors import CheckpointError, OperatorConfigError
+from ..pretrained import fit_length, grid_context, in_model_channels
 from ..registry import register
 from ..spectral import Analysis
 
 __all__ = ["RoformerConfig", "RoformerOperator"]
 
-#: Input samples each side of a block for the resampler (soxr HQ reaches far fewer).
-RESAMPLER_REACH = 4096
 
 
 @dataclass(frozen=True)
@@ -155,18 +153,11 @@ class RoformerOperator(Operator):
 
     def block_context(self, sr: int) -> BlockContext:
         # Blocks start where the chunk grid and the batches repeat (Grid.align model samples),
-        # in input samples: at rates whose ratio to the model's is p / q, the first multiple
-        # that p / q maps to a whole number. Context: inference.block_context model samples
-        # and the resampler's reach, rounded up to the alignment (the block's first sample
-        # must stay on the grid).
+        # with the context inference.block_context asks for (sepops.pretrained.grid_context
+        # maps both to the input's rate and adds the resampler's reach).
         from ..roformer import block_context
 
-        g = math.gcd(int(sr), self.sr)
-        p, q = int(sr) // g, self.sr // g
-        align_model = self.grid.align * (q // math.gcd(self.grid.align, q))
-        align = align_model * p // q
-        reach = -(-block_context(self.grid) * p // q) + (RESAMPLER_REACH if p != q else 0)
-        return BlockContext(-(-reach // align) * align, align)
+        return BlockContext(*grid_context(sr, self.sr, self.grid.align, block_context(self.grid)))
 
     def separate(self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
         # The model takes the waveform: a shared Analysis is of no use.
@@ -186,7 +177,7 @@ class RoformerOperator(Operator):
         est = self._model_rate(x, at_start, at_end)  # (model stems, channels, samples)
         stems = {}
         for name, y in zip(self.spec.model_stems, est):
-            stems[name] = _fit(resample(y, self.sr, sr), n) if sr != self.sr else y
+            stems[name] = fit_length(resample(y, self.sr, sr), n) if sr != self.sr else y
         if self.spec.complement:
             # Mixture minus target at the input's rate: the stems sum to the input, band
             # above the model's Nyquist frequency included.
@@ -199,25 +190,12 @@ class RoformerOperator(Operator):
 
         from ..roformer import demix
 
-        channels, m = x.shape
-        out = np.zeros((len(self.spec.model_stems), channels, m), np.float32)
-        if m == 0:
-            return out
-        width = 2 if self.spec.stereo else 1
+        if x.shape[1] == 0:
+            return np.zeros((len(self.spec.model_stems), *x.shape), np.float32)
+
+        def run(group: np.ndarray) -> np.ndarray:
+            return demix(self.model, group, self.grid, device=self.device, amp=self.spec.use_amp,
+                         at_start=at_start, at_end=at_end)
+
         with torch.inference_mode():
-            for first in range(0, channels, width):
-                group = list(range(first, min(first + width, channels)))
-                inp = x[group]
-                if len(group) < width:  # a lone channel through a stereo model: doubled
-                    inp = np.repeat(inp, width, axis=0)
-                y = demix(self.model, inp, self.grid, device=self.device, amp=self.spec.use_amp,
-                          at_start=at_start, at_end=at_end)
-                out[:, group] = y.mean(axis=1, keepdims=True) if len(group) < width else y
-        return out
-
-
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    """``y`` (channels, m) cut or zero-padded to ``n`` samples."""
-    if y.shape[1] >= n:
-        return np.ascontiguousarray(y[:, :n])
-    return np.pad(y, ((0, 0), (0, n - y.shape[1])))
+            return in_model_channels(x, 2 if self.spec.stereo else 1, run)
