@@ -1,5 +1,5 @@
-"""Pretrained-model operators in the catalog job: a random-weight demucs (and roformer)
-model run by the in-process, multi-process and Dask runners, read from a local folder and
+"""Pretrained-model operators in the catalog job: random-weight demucs and roformer
+models run by the in-process, multi-process and Dask runners, read from a local folder and
 from the S3 test server, streamed in blocks, then scored by `sepflow evaluate` and shown by
 `sepflow report`."""
 from __future__ import annotations
@@ -117,31 +117,55 @@ def test_demucs_job_in_process_equals_the_operator_and_feeds_features_evaluate_r
         assert np.abs(audio - stems[key]).max() <= 1e-4 * max(np.abs(stems[key]).max(), 1e-6), key
 
 
-def test_demucs_model_from_s3_on_the_multi_process_runner(s3, model_dir, catalog, tmp_path, monkeypatch):  # noqa: F811
+ROFORMER = Path(__file__).resolve().parent / "data" / "roformer" / "bs_roformer_tiny.ckpt"
+
+
+def both_job(demucs_repo: str, roformer_ckpt: str):
+    """A demucs and a roformer operator over the same tracks (stems under their labels)."""
+    return job_config_from_dict({
+        "operators": [
+            {"operator": "demucs", "params": {"repo": demucs_repo, "device": "cpu", "threads": 1}},
+            {"operator": "roformer", "params": {"checkpoint": roformer_ckpt, "device": "cpu", "threads": 1}},
+        ],
+        "audio": {"format": "wav", "subtype": "FLOAT"},
+    })
+
+
+def labelled_stems(out: Path) -> dict[tuple[str, str, str], np.ndarray]:
+    rows = read_metadata(str(out)).to_pylist()
+    assert rows and all(r["status"] == "ok" for r in rows), [r for r in rows if r["status"] != "ok"]
+    return {(r["track_id"], r["label"], r["stem"]): load_audio(r["stem_uri"])[0] for r in rows}
+
+
+def test_models_from_s3_on_the_multi_process_runner(s3, model_dir, catalog, tmp_path, monkeypatch):  # noqa: F811
     for f in model_dir.iterdir():
         s3.put(str(f), f"{BUCKET}/models/demucs/{f.name}")
+    for f in (ROFORMER, ROFORMER.with_suffix(".yaml")):
+        s3.put(str(f), f"{BUCKET}/models/roformer/{f.name}")
     monkeypatch.setenv("SEPFLOW_MODEL_CACHE", str(tmp_path / "cache"))
-    job = demucs_job(f"s3://{BUCKET}/models/demucs")
-    run_job(job, inputs_of(catalog), str(tmp_path / "multi"), MULTI_PROCESS, progress=False)
-    run_job(demucs_job(str(model_dir)), inputs_of(catalog), str(tmp_path / "local"), progress=False)
-    multi, local = stems_of(tmp_path / "multi"), stems_of(tmp_path / "local")
+    remote = both_job(f"s3://{BUCKET}/models/demucs", f"s3://{BUCKET}/models/roformer/{ROFORMER.name}")
+    run_job(remote, inputs_of(catalog), str(tmp_path / "multi"), MULTI_PROCESS, progress=False)
+    run_job(both_job(str(model_dir), str(ROFORMER)), inputs_of(catalog), str(tmp_path / "local"), progress=False)
+    multi, local = labelled_stems(tmp_path / "multi"), labelled_stems(tmp_path / "local")
+    assert {k[1:] for k in local} == {("demucs", s) for s in SOURCES} | {("roformer", "vocals"), ("roformer", "other")}
     assert multi.keys() == local.keys()
     for key in local:
         np.testing.assert_array_equal(multi[key], local[key])
-    # The bucket was copied once into this machine's cache, not once per worker or track.
-    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 1
+    # Each bucket object was copied once into this machine's cache, not once per worker or track:
+    # the demucs folder, the checkpoint and its YAML.
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 3
 
 
-def test_demucs_job_on_the_dask_runner(dask_cluster, model_dir, catalog, tmp_path):
+def test_models_on_the_dask_runner(dask_cluster, model_dir, catalog, tmp_path):
     import distributed
 
-    job = demucs_job(str(model_dir))
+    job = both_job(str(model_dir), str(ROFORMER))
     run_job(job, inputs_of(catalog), str(tmp_path / "direct"), progress=False)
     args = ["--runner=DaskRunner", f"--dask_client_address={dask_cluster.scheduler_address}"]
     summary = run_job(job, inputs_of(catalog), str(tmp_path / "dask"), args, progress=False)
     assert (summary.tracks_ok, summary.tracks_error) == (2, 0)
-    dask, direct = stems_of(tmp_path / "dask"), stems_of(tmp_path / "direct")
-    assert dask.keys() == direct.keys()
+    dask, direct = labelled_stems(tmp_path / "dask"), labelled_stems(tmp_path / "direct")
+    assert dask.keys() == direct.keys() and len(direct) == 2 * (4 + 2)
     for key in direct:
         np.testing.assert_array_equal(dask[key], direct[key])
     with distributed.Client(dask_cluster.scheduler_address) as client:
