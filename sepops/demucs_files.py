@@ -174,7 +174,11 @@ def _load_model(path: Path) -> Any:
 def _read_th(path: Path) -> tuple[type, list, dict, dict]:
     _, checksum = _signature(path)
     if checksum is not None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                sha.update(chunk)
+        digest = sha.hexdigest()
         if not digest.startswith(checksum):
             raise CheckpointError(f"{path}: checksum mismatch (the name says {checksum}, the file is {digest[:8]})")
     classes = _classes()

@@ -32,7 +32,15 @@ import yaml
 from .errors import CheckpointError
 
 __all__ = [
-    "ConfigLoader", "cache_dir", "fit_length", "grid_context", "in_model_channels", "is_remote", "load_yaml", "local_copy",
+    "ConfigLoader",
+    "cache_dir",
+    "fit_length",
+    "grid_context",
+    "in_model_channels",
+    "is_remote",
+    "load_yaml",
+    "local_copy",
+    "release_memory",
     "safe_torch_load",
 ]
 
@@ -225,3 +233,18 @@ def grid_context(sr: int, model_sr: int, step: int, reach: int) -> tuple[int, in
     align = step * (q // math.gcd(step, q)) * p // q
     need = -(-reach * p // q) + (4096 if p != q else 0)
     return -(-need // align) * align, align
+
+
+def release_memory() -> None:
+    """Give a model's memory back to the system once it is dropped (a model built only to
+    check a config before a job starts): a garbage collection, then glibc's ``malloc_trim``,
+    without which the freed weights stay in the process's heap (+0.35 GB measured for
+    HTDemucs). A no-op where there is no glibc."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

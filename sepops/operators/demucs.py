@@ -29,7 +29,13 @@ from ..audio import resample
 from ..base import Operator
 from ..blocks import BlockContext
 from ..errors import CheckpointError, OperatorConfigError
-from ..pretrained import fit_length, grid_context, in_model_channels, local_copy
+from ..pretrained import (
+    fit_length,
+    grid_context,
+    in_model_channels,
+    local_copy,
+    release_memory,
+)
 from ..registry import register
 from ..spectral import Analysis
 
@@ -96,10 +102,13 @@ class DemucsOperator(Operator):
         self.sources = list(self.model.sources)
         self.samplerate = int(self.model.samplerate)
         self.channels = int(self.model.audio_channels)
+        release_memory()  # the file's tensors, copied into the model, are dropped
 
     @classmethod
     def check_resources(cls, config: DemucsConfig) -> None:
+        # Built to be checked, then dropped: workers build their own once per process.
         _load(config)
+        release_memory()
 
     @property
     def stem_names(self) -> list[str]:

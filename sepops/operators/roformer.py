@@ -20,7 +20,7 @@ from ..audio import resample
 from ..base import Operator
 from ..blocks import BlockContext
 from ..errors import CheckpointError, OperatorConfigError
-from ..pretrained import fit_length, grid_context, in_model_channels
+from ..pretrained import fit_length, grid_context, in_model_channels, release_memory
 from ..registry import register
 from ..spectral import Analysis
 
@@ -135,6 +135,7 @@ class RoformerOperator(Operator):
         self.model = model.to(self.device).eval()
         self.grid = Grid(self.spec.chunk_size, self.spec.num_overlap, self.spec.batch_size)
         self.sr = self.spec.sample_rate
+        release_memory()  # the checkpoint's tensors, copied into the model, are dropped
 
     @classmethod
     def check_resources(cls, config: RoformerConfig) -> None:
@@ -146,6 +147,7 @@ class RoformerOperator(Operator):
                 ".safetensors file (its YAML config beside it, or in 'config')"
             )
         _load(config)
+        release_memory()  # built to be checked, then dropped: workers build their own
 
     @property
     def stem_names(self) -> list[str]:
