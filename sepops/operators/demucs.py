@@ -120,15 +120,20 @@ class DemucsOperator(Operator):
         return list(getattr(self.model, "models", [self.model]))
 
     def block_context(self, sr: int) -> BlockContext | None:
-        # apply_model puts chunks at 0, stride, 2 stride ... of its input, each seeing only its
-        # own samples: a block that starts on that grid, with a whole chunk each side, has the
-        # same chunks as the whole track over the samples it keeps.
+        # apply_model puts chunks of `length` samples at 0, stride, 2 stride ... of its input,
+        # each seeing only its own samples. A block that starts on that grid has the same
+        # chunks as the whole track over the samples it keeps when it also holds every chunk
+        # that reaches into them: back to the first one that ends inside the block, (length - 1)
+        # // stride strides before it, and forward to the end of the last one starting in it
+        # (length - stride after the block). Random shifts move the chunks by up to 0.5 s.
         if not self.config.split:
             return None
         lengths = [int(self.samplerate * (self.config.segment or m.segment)) for m in self._members()]
         strides = [int((1 - self.config.overlap) * n) for n in lengths]
-        step = math.lcm(*strides)
-        context, align = grid_context(sr, self.samplerate, step, max(lengths) + int(0.5 * self.samplerate))
+        reach = max(max((n - 1) // s * s, n - s) for n, s in zip(lengths, strides))
+        if self.config.shifts:
+            reach += int(0.5 * self.samplerate)
+        context, align = grid_context(sr, self.samplerate, math.lcm(*strides), reach)
         return BlockContext(context, align)
 
     def separate(self, audio: np.ndarray, sr: int, *, analysis: Analysis | None = None) -> dict[str, np.ndarray]:
