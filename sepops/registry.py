@@ -2,7 +2,7 @@
 
 >>> import sepops
 >>> sepops.list_operators()
-['hpss', 'ibm', 'ica', 'irm', 'nmf', 'repet', 'repet_sim', 'unet']
+['demucs', 'ensemble', 'hpss', 'ibm', 'ica', 'irm', 'nmf', 'repet', 'repet_sim', 'roformer', 'unet']
 >>> op = sepops.get_operator("hpss", margin=2.0)
 
 Each operator is one module of :mod:`sepops.operators` (``sepops/operators/<name>.py``, the
