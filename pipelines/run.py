@@ -424,7 +424,7 @@ def check_runner(job: JobConfig, options: PipelineOptions) -> None:
 
         for spec in job.operators:
             if spec.params.get("device") == "cuda":
-                from sepops.unet.separator import resolve_device
+                from sepops.pretrained import resolve_device
 
                 try:
                     resolve_device("cuda", operator=spec.operator)

@@ -103,10 +103,16 @@ class Operator(ABC):
     Config: ClassVar[type]
     #: True for operators that need the true stems (oracle masks).
     needs_references: ClassVar[bool] = False
+    #: True when ``__init__`` loads what :meth:`check_resources` checks (a model file) and
+    #: raises the same errors: building the operator then skips the check, which would
+    #: load the model a second time.
+    loads_resources_when_built: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, /, **params: Any):
         if config is None:
-            config = type(self).make_config(**params)
+            cls = type(self)
+            config = (build_config(cls.Config, params, operator=cls.name) if cls.loads_resources_when_built
+                      else cls.make_config(**params))
         elif params:
             config = dataclasses.replace(config, **params)
         self.config = config

@@ -8,8 +8,10 @@
   classes. A checkpoint whose unpickling would call anything else (``os.system``, a class
   from an arbitrary module) is refused with a one-line :class:`~sepops.errors.CheckpointError`;
   the call never happens (torch's weights-only unpickler does not resolve the global).
-- :func:`in_model_channels`, :func:`grid_context`: any channel count through a stereo model,
-  and the block alignment of a model whose chunks lie on a global grid.
+- :func:`in_model_channels`, :func:`grid_context`, :func:`fit_length`, :func:`resolve_device`:
+  any channel count through a stereo model, the block alignment of a model whose chunks lie
+  on a global grid, a resampled signal back to its length, the torch device (every model
+  operator, the U-Net's too).
 - :class:`ConfigLoader`: YAML's safe loader plus ``!!python/tuple`` (the published RoFormer
   configs use it), read as a plain tuple: no object is built from a tag.
 
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OperatorConfigError
 
 __all__ = [
     "ConfigLoader",
@@ -41,6 +43,7 @@ __all__ = [
     "load_yaml",
     "local_copy",
     "release_memory",
+    "resolve_device",
     "safe_torch_load",
 ]
 
@@ -80,7 +83,7 @@ def local_copy(uri: str) -> Path:
         fs, path = fsspec.core.url_to_fs(uri)
         info = fs.info(path)
         files = [info] if info["type"] != "directory" else [
-            fs.info(p) for p in fs.find(path) if fs.info(p)["type"] == "file"
+            f for f in fs.find(path, detail=True).values() if f["type"] == "file"
         ]
     except FileNotFoundError:
         raise CheckpointError(f"{uri}: no such file or folder") from None
@@ -248,3 +251,23 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def resolve_device(device: str = "auto", *, operator: str = "unet") -> str:
+    """The torch device for ``device`` ("auto": CUDA when torch sees one, else the CPU).
+
+    Raises
+    ------
+    OperatorConfigError
+        "cuda" on a machine where torch sees no CUDA device (naming ``operator``).
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OperatorConfigError(
+            f"operator {operator!r} parameter 'device': 'cuda' was asked for, but torch sees no CUDA device "
+            "on this machine (use 'auto' or 'cpu')"
+        )
+    return device

@@ -35,6 +35,7 @@ from ..pretrained import (
     in_model_channels,
     local_copy,
     release_memory,
+    resolve_device,
 )
 from ..registry import register
 from ..spectral import Analysis
@@ -86,13 +87,13 @@ class DemucsOperator(Operator):
 
     name = "demucs"
     Config = DemucsConfig
+    loads_resources_when_built = True  # __init__'s _load is check_resources' check
     stems_description = "the model's sources (htdemucs: drums, bass, other, vocals), or X and no_X with two_stems"
 
     def __init__(self, config: DemucsConfig | None = None, /, **params: Any):
         super().__init__(config, **params)
         import torch
 
-        from ..unet.separator import resolve_device
 
         c = self.config
         if c.threads:

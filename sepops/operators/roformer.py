@@ -20,7 +20,13 @@ from ..audio import resample
 from ..base import Operator
 from ..blocks import BlockContext
 from ..errors import CheckpointError, OperatorConfigError
-from ..pretrained import fit_length, grid_context, in_model_channels, release_memory
+from ..pretrained import (
+    fit_length,
+    grid_context,
+    in_model_channels,
+    release_memory,
+    resolve_device,
+)
 from ..registry import register
 from ..spectral import Analysis
 
@@ -75,6 +81,11 @@ def _load(c: RoformerConfig):
         yaml_beside,
     )
 
+    if not c.checkpoint:
+        raise OperatorConfigError(
+            "operator 'roformer' parameter 'checkpoint': give the path or URI of a .ckpt / .pt / .pth / "
+            ".safetensors file (its YAML config beside it, or in 'config')"
+        )
     param = "checkpoint"
     try:
         ckpt = local_copy(c.checkpoint)
@@ -118,6 +129,7 @@ class RoformerOperator(Operator):
 
     name = "roformer"
     Config = RoformerConfig
+    loads_resources_when_built = True  # __init__'s _load is check_resources' check
     stems_description = "the YAML's training.instruments (with a target_instrument: the target and the rest)"
 
     def __init__(self, config: RoformerConfig | None = None, /, **params):
@@ -125,7 +137,6 @@ class RoformerOperator(Operator):
         import torch
 
         from ..roformer import Grid
-        from ..unet.separator import resolve_device
 
         c = self.config
         if c.threads:
@@ -141,11 +152,6 @@ class RoformerOperator(Operator):
     def check_resources(cls, config: RoformerConfig) -> None:
         # Reads and builds everything on the CPU, so a job never starts with a bad file; the
         # device is checked by the workers (the driver may have no GPU).
-        if not config.checkpoint:
-            raise OperatorConfigError(
-                "operator 'roformer' parameter 'checkpoint': give the path or URI of a .ckpt / .pt / .pth / "
-                ".safetensors file (its YAML config beside it, or in 'config')"
-            )
         _load(config)
         release_memory()  # built to be checked, then dropped: workers build their own
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from .. import resources
 from ..audio import resample
-from ..errors import OperatorConfigError
 from ..masks import soft_masks, stems_from_masks, wiener
+from ..pretrained import fit_length, resolve_device
 from ..spectral import StftConfig, istft, stft
 
 __all__ = [
@@ -61,26 +61,6 @@ def model_path(model: str) -> Path:
 def shipped_models() -> list[str]:
     """Names of the U-Net models shipped inside the package."""
     return resources.shipped("unet_model")
-
-
-def resolve_device(device: str = "auto", *, operator: str = "unet") -> str:
-    """The torch device for ``device`` ("auto": CUDA when torch sees one, else the CPU).
-
-    Raises
-    ------
-    OperatorConfigError
-        "cuda" on a machine where torch sees no CUDA device.
-    """
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OperatorConfigError(
-            f"operator {operator!r} parameter 'device': 'cuda' was asked for, but torch sees no CUDA device "
-            "on this machine (use 'auto' or 'cpu')"
-        )
-    return device
 
 
 def crossfade_weights(segment: int, overlap: int) -> np.ndarray:
@@ -218,7 +198,7 @@ class UNetSeparator:
             if resampled:
                 top[..., s0:s1] = curves[..., s0 - start : s1 - start]
         if resampled:
-            out = [_fit(resample(o, self.sr, sr), n_in) for o in out]
+            out = [fit_length(resample(o, self.sr, sr), n_in) for o in out]
             out = self._full_band(audio, sr, x, out, top)
         return dict(zip(self.stems, out))
 
@@ -233,7 +213,7 @@ class UNetSeparator:
         """
         n_in = audio.shape[1]
         if self.wiener_iterations > 0:  # its stems do not sum to the mixture: split only the lost band
-            rest = audio - _fit(resample(x, self.sr, sr), n_in)
+            rest = audio - fit_length(resample(x, self.sr, sr), n_in)
             leading = stems
         else:
             rest = audio - sum(stems)
@@ -297,12 +277,6 @@ def _gain_curves(gains: np.ndarray, cfg: StftConfig, length: int) -> np.ndarray:
     if out.shape[-1] < length:
         out = np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[-1])])
     return out.astype(np.float32, copy=False)
-
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[1] >= n:
-        return np.ascontiguousarray(x[:, :n])
-    return np.pad(x, ((0, 0), (0, n - x.shape[1])))
 
 
 def frames_stft(x: np.ndarray, g0: int, g1: int, n_total: int, cfg: StftConfig) -> np.ndarray:
