@@ -22,7 +22,7 @@ import posixpath
 import re
 import unicodedata
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 
@@ -31,6 +31,7 @@ from sepops.audio import is_local
 __all__ = [
     "InputError",
     "InputPattern",
+    "KnownIds",
     "MatchedFile",
     "Track",
     "common_root",
@@ -68,6 +69,8 @@ class Track:
     #: The id this file's name gave when other inputs gave the same one (compared without
     #: case, as case-insensitive stores would); ``track_id`` then has a suffix from the URI.
     id_collision: str | None = None
+    #: True when no earlier run into the output named this file: the job records its id.
+    new_id: bool = False
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -320,9 +323,12 @@ def name_track(matched: MatchedFile, root: str) -> Track:
     return Track(make_track_id(rel), matched.uri)
 
 
-def match_inputs(inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav")) -> list[Track]:
+def match_inputs(
+    inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav"), known: KnownIds | None = None
+) -> list[Track]:
     """Resolve globs, folders, files and manifests into tracks with unique, safe ids, all in
-    this process (the catalog job does the same on its workers: :class:`pipelines.transforms.MatchCatalog`).
+    this process (the catalog job does the same on its workers: :class:`pipelines.transforms.MatchCatalog`);
+    ``known``: the ids an output already holds (:func:`disambiguate`).
 
     Raises
     ------
@@ -336,26 +342,62 @@ def match_inputs(inputs: list[str], extensions: tuple[str, ...] = ("flac", "wav"
     for m in matched:
         if m.uri not in first or m.index < first[m.uri].index:  # the same file matched twice
             first[m.uri] = m
-    return disambiguate([name_track(m, root) for m in first.values()])
+    return disambiguate([name_track(m, root) for m in first.values()], known)
 
 
-def disambiguate(tracks: list[Track]) -> list[Track]:
+def disambiguate(tracks: list[Track], known: KnownIds | None = None) -> list[Track]:
     """Give tracks whose ids collide (``a.flac`` and ``a.wav``, ``a b`` and ``a_b``, ``Song``
-    and ``song``, NFC and NFD spellings of one name) a suffix derived from their URI, so ids
-    stay unique, also on case-insensitive stores, and stable from run to run. The shared id
-    is kept in ``Track.id_collision``."""
-    by_id: dict[str, list[Track]] = {}
+    and ``song``, NFC and NFD spellings of one name) a suffix naming their file: its extension
+    and 8 hex digits of its URI's hash (``a-wav-1f3c9e2a``), so ids stay unique, also on
+    case-insensitive stores, and stable from run to run. The shared id is kept in
+    ``Track.id_collision``.
+
+    With ``known`` (the ids earlier runs wrote into the output), a file keeps the id it was
+    given before, and a new file whose id an earlier file holds is the one suffixed: ids never
+    move as a catalog grows. Tracks whose id was not known have ``Track.new_id`` set.
+    """
+    known = known or KnownIds()
+    out, fresh = [], []
     for t in tracks:
+        kept = known.by_uri.get(t.source_uri)
+        if kept is None:
+            fresh.append(t)
+        else:
+            out.append(Track(kept, t.source_uri, id_collision=t.track_id if kept != t.track_id else None))
+    by_id: dict[str, list[Track]] = {}
+    for t in fresh:
         by_id.setdefault(t.track_id.casefold(), []).append(t)
-    out = []
-    for group in by_id.values():
-        if len(group) == 1:
-            out.append(group[0])
+    for folded, group in by_id.items():
+        if len(group) == 1 and folded not in known.taken:
+            out.append(Track(group[0].track_id, group[0].source_uri, new_id=True))
             continue
         for t in group:
-            suffix = hashlib.sha1(t.source_uri.encode("utf-8")).hexdigest()[:8]
-            out.append(Track(f"{t.track_id}-{suffix}", t.source_uri, id_collision=t.track_id))
+            out.append(Track(f"{t.track_id}-{_collision_suffix(t.source_uri)}", t.source_uri, id_collision=t.track_id,
+                             new_id=True))
     return sorted(out, key=lambda t: t.track_id)
+
+
+def _collision_suffix(uri: str) -> str:
+    ext = _EXTENSION.search(uri.rsplit("/", 1)[-1])
+    digest = hashlib.sha1(uri.encode("utf-8")).hexdigest()[:8]
+    return f"{ext.group(1).lower()}-{digest}" if ext else digest
+
+
+_EXTENSION = re.compile(r".\.([A-Za-z0-9]{1,8})$")
+
+
+@dataclass(frozen=True)
+class KnownIds:
+    """The ids an output already holds: ``by_uri`` (source URI -> track id) and ``taken``
+    (those ids without case), read by :func:`pipelines.track_ids.read_known_ids`."""
+
+    by_uri: dict[str, str] = field(default_factory=dict)
+    taken: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, pairs) -> KnownIds:
+        by_uri = dict(pairs)
+        return cls(by_uri, frozenset(i.casefold() for i in by_uri.values()))
 
 
 # sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.

@@ -70,6 +70,7 @@ from .metadata import (
     write_shard,
     write_summary,
 )
+from .track_ids import read_known_ids, write_new_ids
 from .unit import (
     LongTrack,
     PartNotWritten,
@@ -364,15 +365,39 @@ def _by_caseless_id(track: Track):
     return track.track_id.casefold(), track
 
 
-def _disambiguated(keyed):
-    return disambiguate(list(keyed[1]))
+def _disambiguated(keyed, known):
+    return disambiguate(list(keyed[1]), known)
+
+
+class _RecordNewIdsFn(beam.DoFn):
+    """Tracks pass through; the ids of new ones are recorded (one file per bundle, written
+    before any of them is separated: a killed run's stems keep their ids)."""
+
+    def __init__(self, output: str, run_id: str):
+        self.output, self.run_id = output, run_id
+
+    def start_bundle(self):
+        self._new: list[Track] = []
+
+    def process(self, track: Track):
+        if track.new_id:
+            self._new.append(track)
+            if len(self._new) >= 10_000:
+                self.finish_bundle()
+        yield track
+
+    def finish_bundle(self):
+        # A side effect only (the DaskRunner drops finish_bundle's outputs).
+        write_new_ids(self.output, self.run_id, self._new)
+        self._new = []
 
 
 class MatchCatalog(beam.PTransform):
     """The inputs' patterns -> one ``Track`` per file, matched and named on the workers.
 
     ``Create((pattern, shard, shards)) -> ParDo(list it) -> Map(name, root) -> GroupByKey(URI)
-    -> GroupByKey(id, without case) -> FlatMap(disambiguate)``. The graph holds only the
+    -> GroupByKey(id, without case) -> FlatMap(disambiguate, the output's known ids) ->
+    ParDo(record new ids)``: a file keeps the id an earlier run gave it (:mod:`pipelines.track_ids`). The graph holds only the
     patterns, whatever the catalog's size. Each pattern's listing is split into ``shards``
     (workers list it and keep their hash share of the paths: on the DaskRunner, where
     ``Reshuffle`` does nothing, the shards are the partitions the separation runs in). Ids
@@ -394,6 +419,7 @@ class MatchCatalog(beam.PTransform):
             | "Inputs" >> beam.Create(elements)
             | "ListInputs" >> beam.ParDo(_ExpandInputFn(self.extensions, self.output, self.run_id))
         )
+        known = pbegin | "Output" >> beam.Create([self.output]) | "KnownIds" >> beam.Map(read_known_ids)
         root = matched | "Roots" >> beam.Map(lambda m: m.root) | "IdRoot" >> beam.CombineGlobally(_CommonRootFn())
         return (
             matched
@@ -402,7 +428,8 @@ class MatchCatalog(beam.PTransform):
             | "FirstInput" >> beam.Map(lambda kv: min(kv[1], key=lambda mt: mt[0].index)[1])
             | "ByCaselessId" >> beam.Map(_by_caseless_id)
             | "GroupIds" >> beam.GroupByKey()
-            | "Disambiguate" >> beam.FlatMap(_disambiguated)
+            | "Disambiguate" >> beam.FlatMap(_disambiguated, known=beam.pvalue.AsSingleton(known))
+            | "RecordNewIds" >> beam.ParDo(_RecordNewIdsFn(self.output, self.run_id))
         )
 
 
