@@ -5,14 +5,17 @@ handler)``; adding one (``train``, ``export-onnx``) is one function pair and one
 
     SUBCOMMANDS["train"] = Subcommand("train a U-Net", add_train_arguments, train_handler)
 
-A handler gets the parsed ``argparse.Namespace`` and the arguments argparse did not know
-(for ``run``: Beam pipeline options) and returns the exit status. Only commands marked
-``needs_beam`` (``run``) import Apache Beam.
+A handler gets the parsed ``argparse.Namespace`` and the Beam pipeline options on the command
+line (``run`` and ``evaluate``; empty for the others) and returns the exit status. An argument
+that neither the command nor (for those two) any Beam option knows stops every command with
+one line, ``sepflow run: unknown argument --fromat (did you mean --format?)``, and exit status
+2. Only commands marked ``needs_beam`` (``run``, ``evaluate``) import Apache Beam.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -35,7 +38,8 @@ class Subcommand(NamedTuple):
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     handler: Callable[[argparse.Namespace, list[str]], int]
-    #: True when unknown flags are passed on to the handler (Beam options) instead of rejected.
+    #: True when flags the command does not define may be Beam pipeline options (checked
+    #: against every registered one, then passed on to the handler); otherwise they are refused.
     passes_unknown_args: bool = False
     description: str = ""
     #: True when the command imports Apache Beam (seconds of start-up, a root-logger warning):
@@ -55,7 +59,7 @@ Output layout:
   <output>/dead_letter/<label>/<track_id>.json   failed tracks, with the cause
   <output>/_sepflow/                      per-unit parts and run records (bookkeeping)
 
-Any other flag is a Beam pipeline option. Runners:
+Any other flag must be a Beam pipeline option (a misspelled one stops the job, exit 2). Runners:
   (default)                the in-process runner (Beam's FnApiRunner)
   --runner=DirectRunner --direct_num_workers=4 --direct_running_mode=multi_processing
   --runner=DaskRunner --dask_client_address=tcp://scheduler:8786
@@ -366,7 +370,21 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         )
         if commands is None or name in commands:
             command.add_arguments(p)
+            _short_output_flag(p)
     return parser
+
+
+def _short_output_flag(parser: argparse.ArgumentParser) -> None:
+    """``-o`` for the flag naming a command's output (``--output``, ``--out``) where the command
+    does not define ``-o`` itself: every subcommand with an output takes it (``train unet`` too)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _short_output_flag(sub)
+    output = next((a for a in parser._actions if {"--output", "--out"} & set(a.option_strings)), None)
+    if output is not None and "-o" not in parser._option_string_actions:
+        output.option_strings.insert(0, "-o")
+        parser._option_string_actions["-o"] = output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -378,14 +396,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser([chosen] if chosen else [])
     args, unknown = parser.parse_known_args(argv)
     command = SUBCOMMANDS[args.command]
-    if unknown and not command.passes_unknown_args:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        beam_args = _beam_args(_subparser(parser, args.command), unknown, command.passes_unknown_args)
+    except UsageError as exc:
+        print(f"sepflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if verbose:
         logging.getLogger("sepflow").setLevel(logging.INFO)
         os.environ["SEPFLOW_VERBOSE"] = "1"  # Beam's worker processes log their start-up too
-    return command.handler(args, unknown)
+    return command.handler(args, beam_args)
+
+
+class UsageError(ValueError):
+    """A command line that must not run: one line on stderr, exit status 2."""
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag of ``parser`` and of its subcommands (``train unet``)."""
+    found = []
+    for action in parser._actions:
+        found += [s for s in action.option_strings if s.startswith("--") or len(s) == 2]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _option_strings(sub)
+    return list(dict.fromkeys(found))
+
+
+def _beam_args(subparser: argparse.ArgumentParser, unknown: list[str], beam: bool) -> list[str]:
+    """The arguments sepflow's parser did not know, when all of them are Beam pipeline options
+    of a command that takes them (``run``, ``evaluate``) naming a runner sepflow can use.
+
+    Raises ``UsageError`` naming the first argument neither knows, with the closest flag:
+    ``unknown argument --fromat (did you mean --format?)``. Beam itself would only warn
+    ("Unparseable argument") and run without it.
+    """
+    if not unknown:
+        return []
+    beam_flags: list[str] = []
+    if beam:
+        from .options import BeamOptionError, runner_problem, split_beam_args
+
+        try:
+            known, left, beam_flags = split_beam_args(unknown)
+        except BeamOptionError as exc:
+            raise UsageError(str(exc)) from None
+        if not left:
+            problem = runner_problem(known.runner)
+            if problem:
+                raise UsageError(problem)
+            return list(unknown)
+        unknown = left
+    bad = next((a for a in unknown if a.startswith("-")), unknown[0])
+    name = bad.split("=", 1)[0] if bad.startswith("--") else bad
+    hint = ""
+    if name.startswith("-"):  # sepflow's own flags first: they are the ones usually meant
+        close = difflib.get_close_matches(name, _option_strings(subparser), n=1) or difflib.get_close_matches(
+            name, beam_flags, n=1, cutoff=0.75
+        )
+        hint = f" (did you mean {close[0]}?)" if close else ""
+    raise UsageError(f"unknown argument {name}{hint}")
 
 
 if __name__ == "__main__":

@@ -832,12 +832,12 @@ Output (default: the first --estimates):
   <output>/evaluation/summary-<id>.json                the summary table printed at the end
 Re-running replaces the previous evaluation's files there.
 
-Any other flag is a Beam pipeline option; the default runner is the in-process FnApiRunner
-(--runner=DirectRunner), as for `sepflow run`.
+Any other flag must be a Beam pipeline option (a misspelled one stops the command, exit 2); the
+default runner is the in-process FnApiRunner (--runner=DirectRunner), as for `sepflow run`.
 
-example:
-  sepflow run --config configs/hpss.yaml --input '/work/shared/data/loop_*/mixture.flac' --output out/hpss
-  sepflow evaluate --estimates out/hpss --references /work/shared/data/manifest.json --oracles ibm,irm,mix
+example (from the checkout, with the validation set in ../shared/data):
+  sepflow run --config configs/hpss.yaml --input '../shared/data/loop_*/mixture.flac' --output out/hpss
+  sepflow evaluate --estimates out/hpss --references ../shared/data/manifest.json --oracles ibm,irm,mix
 """
 
 
@@ -853,10 +853,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracles", default="", metavar="NAMES",
                         help=f"comma-separated baselines to add: {', '.join(ORACLES)} (ideal binary / ratio "
                              "mask from the true stems; the mixture itself as every stem)")
-    parser.add_argument("--output", metavar="URI", help="where evaluation/ is written (default: the first --estimates)")
+    parser.add_argument("-o", "--output", metavar="URI",
+                        help="where evaluation/ is written (default: the first --estimates)")
     parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     parser.add_argument("--shards", type=int, default=1, help="Parquet files of the table (default 1)")
-    parser.add_argument("--no_progress", "--no-progress", dest="progress", action="store_false",
+    parser.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false",
                         help="do not print the live progress line on stderr")
     parser.add_argument("--strict", action="store_true", help="exit with status 3 when any row is an error")
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's and sepflow's progress messages")

@@ -3,12 +3,33 @@
 The same definitions serve ``sepflow run`` (argparse) and ``PipelineOptions(...).view_as(
 SepflowOptions)``; every other flag on the command line is a Beam pipeline option
 (``--runner``, ``--direct_num_workers``, ``--dask_client_address``, ``--project`` ...).
+
+``split_beam_args`` reads the rest with every registered Beam option (the DaskRunner's too) and
+leaves over what no option knows: ``sepflow`` refuses those (a misspelled flag must not pass
+as an ignored Beam option), and ``runner_problem`` refuses a ``--runner`` no runner answers to.
 """
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import argparse
+import difflib
+import importlib.util
 
-__all__ = ["SepflowOptions"]
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+__all__ = ["RUNNERS", "BeamOptionError", "SepflowOptions", "beam_option_parser", "runner_problem", "split_beam_args"]
+
+#: The runners ``--runner`` may name, as the message of a wrong one lists them (DirectRunner,
+#: the default, is Beam's in-process FnApiRunner; a runner class's full module path works too).
+RUNNERS = ("DirectRunner", "DaskRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "PrismRunner")
+
+
+class BeamOptionError(ValueError):
+    """A Beam option with a value its option refuses (``--direct_num_workers=two``)."""
+
+
+class _OptionParser(_BeamArgumentParser):
+    def error(self, message):  # one line for the caller, not Beam's whole usage and exit
+        raise BeamOptionError(message)
 
 
 class SepflowOptions(PipelineOptions):
@@ -74,9 +95,67 @@ class SepflowOptions(PipelineOptions):
             help="redo tracks whose outputs are already complete (default: skip them)",
         )
         parser.add_argument(
+            "--no-progress",
             "--no_progress",
             dest="progress",
             action="store_false",
             default=True,
             help="do not print the live progress line on stderr",
         )
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+    """A parser of every registered Beam pipeline option (``PipelineOptions`` subclasses: the
+    runners', Dataflow's, Flink's, Spark's, Dask's ...), without sepflow's own flags."""
+    try:  # DaskOptions (--dask_client_address ...) register when the DaskRunner is imported
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
+    except ImportError:  # dask not installed: its options are unknown, as its runner
+        pass
+    parser = _OptionParser(allow_abbrev=False, add_help=False)
+    classes: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():  # as PipelineOptions.get_all_options does
+        if not cls.__module__.startswith("pipelines."):
+            classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def split_beam_args(args: list[str]) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """``args`` read as Beam options: (their values, what no option knows, every option's
+    spelling). Raises ``BeamOptionError`` for a value an option refuses."""
+    parser = beam_option_parser()
+    known, left = parser.parse_known_args(list(args))
+    return known, left, [s for action in parser._actions for s in action.option_strings]
+
+
+def runner_problem(runner) -> str | None:
+    """Why ``--runner`` names no runner sepflow can build (one line with the suggestion and the
+    runners), or None when it does or is not given."""
+    if not runner or not isinstance(runner, str):
+        return None
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    from .run import _IN_PROCESS_NAMES, _RUNNER_PATHS
+
+    name = runner.rsplit(".", 1)[-1].lower()
+    if "." in runner:
+        if _importable(runner.rsplit(".", 1)[0]):
+            return None
+        return f"--runner {runner}: no module {runner.rsplit('.', 1)[0]} to import it from"
+    if name in _IN_PROCESS_NAMES or name in _RUNNER_PATHS or name in _RUNNER_MAP or name + "runner" in _RUNNER_MAP:
+        return None
+    by_lower = {r.lower(): r for r in RUNNERS}
+    close = difflib.get_close_matches(name, list(by_lower), n=1) or difflib.get_close_matches(
+        name + "runner", list(by_lower), n=1
+    )
+    hint = f" (did you mean {by_lower[close[0]]}?)" if close else ""
+    return (f"--runner {runner}: unknown runner{hint}; choose from DirectRunner (the default, in-process), "
+            f"{', '.join(RUNNERS[1:])}, or a runner class's full module path")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -2,7 +2,7 @@
 
 Example (see docs/unet.md for the commands of the shipped models)::
 
-    sepflow train unet --data /work/train_data --stems accompaniment,lead --out models/loops \
+    sepflow train unet --data ../train_data --stems accompaniment,lead --out models/loops \
         --width 0.5 --n-fft 2048 --hop 512 --bins 512 --patch-frames 128 --time-limit 45
 
 Each step draws a batch of random augmented patches (:class:`sepops.unet.data.PatchSampler`),
