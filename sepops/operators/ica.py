@@ -337,8 +337,14 @@ class IcaConfig:
     """Parameters of the ``ica`` operator.
 
     n_sources : number of stems ``source_1 .. source_N`` (default: one per input channel).
-    fun, alpha : FastICA contrast, "logcosh" (alpha in [1, 2]), "exp" or "cube".
-    max_iter, tol : fixed-point iterations and convergence threshold.
+    fun : FastICA contrast function, "logcosh" (a good general-purpose choice), "exp" (for
+        highly super-Gaussian sources) or "cube" (kurtosis; sensitive to outliers).
+    alpha : steepness of the logcosh contrast, ``tanh(alpha * u)`` (1 to 2); "exp" and
+        "cube" ignore it.
+    max_iter : at most this many fixed-point iterations of the fit (it stops earlier once
+        converged).
+    tol : the fit has converged when no unmixing direction turns by more than this in one
+        iteration (``max |1 - |<w_new, w_old>||``).
     max_samples : fit on at most this many evenly spaced samples (0: all).
     polish_iterations : iterations on all samples after a subsampled fit.
     order : stem order, "energy" (loudest first), "pan" (left first) or "none".

@@ -104,9 +104,11 @@ class NmfConfig(StftParams):
     repetition_threshold : repetition score (0..1) from which a component is repeating.
     beta : divergence, 2 Euclidean, 1 Kullback-Leibler, 0 Itakura-Saito (0 <= beta <= 2).
         ``None`` in supervised mode: the dictionary's.
-    n_iter, tol : maximum multiplicative-update iterations and relative stopping tolerance.
-        ``n_iter=None``: 100 unsupervised (fewer lose up to 2 dB on the validation loops),
-        40 supervised (projection start: as good as 100 from a random one).
+    n_iter : at most this many multiplicative-update iterations; ``None``: 100 unsupervised
+        (fewer lose up to 2 dB on the validation loops), 40 supervised (projection start: as
+        good as 100 from a random one).
+    tol : the updates stop early once the divergence drops by less than this fraction of its
+        initial value between two checks (0: always run ``n_iter``).
     fit_max_freq : the factorisation is fitted on the bins up to this frequency (Hz; 0: all
         bins), where music holds nearly all its energy and structure; it halves the work at
         44.1 kHz. Above it, unsupervised: the templates are extended with ``high_band_iter``
@@ -115,11 +117,16 @@ class NmfConfig(StftParams):
     high_band_iter : unsupervised, updates of the templates above ``fit_max_freq``.
     init : supervised, initial activations, "projection" (``W.T @ V``, converges in fewer
         iterations) or "random".
-    mask, power : mask kind ("soft", "binary") and soft-mask exponent (2, Wiener-like gains,
-        scored 0.5-0.8 dB above 1 in every mode on the validation set).
+    mask : how the stems' magnitudes become masks: "soft" (ratio masks with exponent
+        ``power``) or "binary" (each bin goes to the loudest stem).
+    power : exponent of the soft masks (2, Wiener-like gains, scored 0.5-0.8 dB above 1 in
+        every mode on the validation set); "binary" masks ignore it.
     wiener_iterations : EM iterations of the multichannel Wiener post-filter (0: off).
-    n_fft, hop_length : STFT in samples (0: automatic, a 93 ms window and a quarter of it
-        as hop; supervised, the dictionary's window duration).
+    n_fft : STFT window and FFT length, samples (0: automatic per sample rate, a 93 ms
+        window unsupervised, the dictionary's window duration supervised).
+    hop_length : STFT hop, samples (0 with ``n_fft`` 0: automatic, a quarter of the window
+        unsupervised, the dictionary's hop duration supervised; 0 with a given ``n_fft``: a
+        quarter of it).
     seed : seed of the random initialisation (results are deterministic).
     """
 

@@ -280,7 +280,9 @@ class RepetConfig(_RepetMaskParams):
     mask : "soft" (ratio masks with exponent ``power``) or "binary".
     power : soft-mask exponent (1: REPET's W / V).
     highpass_hz : everything below this frequency goes to the background (bass is rarely lead).
-    min_period_s, max_period_s : the range searched for the repeating period, seconds.
+    min_period_s : the shortest repeating period searched, seconds.
+    max_period_s : the longest repeating period searched, seconds (the search also stops at
+        half the signal: a period needs two repetitions).
     multiple_threshold : the period is the longest multiple of the strongest beat-spectrum lag whose peak keeps this share of its height (1: that lag itself).
     period_s : the repeating period in seconds, fixed (skips the search).
     """

@@ -33,8 +33,10 @@ class UNetConfig:
 
     model : shipped model name or path to a folder with model.safetensors + config.json.
     device : "auto" (CUDA when available), "cpu" or "cuda".
-    segment_frames, overlap_frames : window length and cross-fade length in STFT frames
-        (0: the model's defaults). ``segment_frames`` must be a multiple of 64.
+    segment_frames : STFT frames the network sees at once, a multiple of 64 (0: the model's
+        own, 128 for the shipped models).
+    overlap_frames : STFT frames over which neighbouring windows' masks are cross-faded, at
+        most half of ``segment_frames`` (0: the model's own, 64 for the shipped models).
     batch_size : windows per forward pass.
     chunk_seconds : audio is processed in chunks this long (0: whole signal at once).
     power : exponent of the mask normalisation (``m_i^p / sum_j m_j^p``); default: the model's
