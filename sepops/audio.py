@@ -231,6 +231,9 @@ def decode_audio(
                 raise AudioError(uri, "empty", "file holds no samples")
             check_duration(uri, f.frames, native_sr, max_duration_s)
             try:
+                # libsndfile applies Ogg Opus's pre-skip only after a seek (a fresh file
+                # starts 312 samples late): seek to the start first, as soundfile.read does.
+                f.seek(0)
                 audio = f.read(dtype="float32", always_2d=True).T
             except Exception as exc:
                 raise AudioError(uri, "unreadable", f"corrupt audio data ({exc})") from exc

@@ -19,7 +19,7 @@ import numpy as np
 from .audio import check_duration
 from .errors import AudioError
 
-__all__ = ["StreamInfo", "decode", "open_blocks", "probe"]
+__all__ = ["StreamInfo", "decode", "gapless_length", "open_blocks", "probe"]
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,47 @@ def open_blocks(uri: str, data, *, max_duration_s: float | None = None):
         if info.sample_rate <= 0 or info.channels <= 0:
             raise AudioError(uri, "invalid", f"stream has {info.sample_rate} Hz and {info.channels} channels")
         check_duration(uri, info.frames, info.sample_rate, max_duration_s)
-        yield info, _blocks(uri, container, stream, info, max_duration_s, av)
+        length = gapless_length(container, stream, info)
+        yield info, _trimmed(_blocks(uri, container, stream, info, max_duration_s, av), length)
     finally:
         container.close()
+
+
+def gapless_length(container, stream, info: StreamInfo) -> int | None:
+    """The length of the music in an MP4 (``None`` elsewhere: all FFmpeg decodes), so that
+    the encoder's padding is cut as gapless players cut it.
+
+    FFmpeg itself drops the encoder's delay: an MP4 edit list's start or the priming of
+    iTunes's ``iTunSMPB`` tag (AAC), Opus pre-skip, WebM's CodecDelay. It keeps the padding
+    after the music, whose length the edit list's duration or ``iTunSMPB`` gives.
+    """
+    if not info.container.startswith("mov"):
+        return None
+    smpb = _itunsmpb(container.metadata.get("iTunSMPB") or stream.metadata.get("iTunSMPB"))
+    return smpb if smpb is not None else (info.frames or None)
+
+
+def _itunsmpb(value: str | None) -> int | None:
+    """The original length in an ``iTunSMPB`` value: " 00000000 00000840 000001CA
+    00000000003F31F6 ..." (hex fields: zero, priming, padding, original length)."""
+    try:
+        fields = [int(f, 16) for f in (value or "").split()[:4]]
+    except ValueError:
+        return None
+    return fields[3] if len(fields) == 4 and fields[3] > 0 else None
+
+
+def _trimmed(blocks: Iterator[np.ndarray], length: int | None) -> Iterator[np.ndarray]:
+    """``blocks`` cut after ``length`` samples."""
+    left = length
+    for block in blocks:
+        if left is not None:
+            block = block[:, :left]
+            left -= block.shape[1]
+        if block.shape[1]:
+            yield block
+        if left == 0:
+            return
 
 
 def _blocks(uri, container, stream, info: StreamInfo, max_duration_s, av) -> Iterator[np.ndarray]:

@@ -103,6 +103,7 @@ def open_stream(uri: str, *, max_duration_s: float | None = None) -> Iterator[Au
                 if f.frames == 0:
                     raise AudioError(uri, "empty", "file holds no samples")
                 check_duration(uri, f.frames, f.samplerate, max_duration_s)
+                f.seek(0)  # Ogg Opus's pre-skip applies only after a seek (sepops.audio.decode_audio)
                 yield AudioStream(uri, f.samplerate, f.channels, f.frames, _soundfile_blocks(f, uri))
             return
         handle.seek(0)

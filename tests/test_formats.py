@@ -4,6 +4,7 @@ files are encoded here from a real recording, so each test knows what it should 
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -37,7 +38,11 @@ def encode_av(audio: np.ndarray, sr: int, container: str, codec: str, *, rate: i
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32), format="fltp", layout=layout)
         frame.sample_rate = sr
         resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=rate)
+        pts = 0
         for f in [*resampler.resample(frame), *resampler.resample(None)]:
+            # Timestamps, as the ffmpeg command line sets them: the encoder then marks its
+            # priming (negative first timestamps) and the muxer writes the edit list.
+            f.pts, f.time_base, pts = pts, Fraction(1, rate), pts + f.samples
             for packet in stream.encode(f):
                 out.mux(packet)
         for packet in stream.encode(None):
