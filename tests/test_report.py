@@ -4,6 +4,7 @@ in a headless browser (script ran, no failed loads, the numbers in the DOM, a sc
 from __future__ import annotations
 
 import html.parser
+import os
 import re
 import shutil
 import subprocess
@@ -37,7 +38,10 @@ def run_output(tmp_path_factory, data_dir):
         shutil.copy(data_dir / loop / "mixture.flac", inputs / f"{loop}.flac")
     (inputs / "corrupt.flac").write_bytes(np.random.default_rng(7).bytes(5000))
     out = tmp_path_factory.mktemp("report_run") / "out"
-    summary = run_job(load_job_config(str(ROOT / "configs" / "hpss.yaml")), [str(inputs)], str(out), progress=False)
+    (inputs.parent / "elsewhere").mkdir()
+    unnormalised = inputs.parent / "elsewhere" / ".." / inputs.name  # as "../shared/data" from a checkout
+    summary = run_job(load_job_config(str(ROOT / "configs" / "hpss.yaml")), [str(unnormalised)], str(out),
+                      progress=False)
     assert (summary.tracks_ok, summary.tracks_error) == (2, 1)
     return out, summary
 
@@ -250,8 +254,13 @@ def test_report_renders_in_headless_chromium(rendered, tmp_path):
     for mean in sdr_means(rows).values():
         assert f'<td class="num">{mean}</td>' in dom.stdout
 
-    screenshot = tmp_path / "report.png"
-    shot = _chromium(binary, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1280,2000", url)
+    # Laid out at 1280 px, every figure is as wide as the content column (the page's script
+    # writes each figure's width over the column's once loaded).
+    fills = [float(f) for f in body.get("data-figure-fill", "").split()]
+    assert len(fills) == 3 and all(0.99 <= f <= 1.01 for f in fills), body.get("data-figure-fill")
+
+    screenshot = tmp_path / "report.png"  # tall enough to show the first track's figure
+    shot = _chromium(binary, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1280,3200", url)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"report {page}\nscreenshot {screenshot}")
@@ -267,3 +276,211 @@ def test_report_does_not_import_beam(run_output, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.stdout.strip().splitlines()[-1] == "exit 0 beam False", done.stderr
+
+
+# --- what the page shows: operators named, log frequency, sizes, navigation, paths, -o ----------
+def _tracks_part(text: str) -> str:
+    return text[text.index('<h2 id="tracks">'):]
+
+
+def two_operator_run(out) -> report.RunData:
+    """The run's loop_1101 rows as if two operators with the same stem names had made them:
+    ``unet`` (operator unet) and ``nmf_supervised`` (operator nmf), stems accompaniment/lead."""
+    run = report.read_run(str(out))
+    rows = [r for r in run.rows_of("loop_1101") if r["status"] == "ok"]
+    renamed = {"harmonic": "accompaniment", "percussive": "lead"}
+    table = [dict(r, label=label, operator=operator, stem=renamed[r["stem"]])
+             for label, operator in (("unet", "unet"), ("nmf_supervised", "nmf")) for r in rows]
+    schema = run.metadata.schema
+    return report.RunData(run.output, None, pa.Table.from_pylist(table, schema=schema))
+
+
+def test_each_operator_is_named_above_its_figure(run_output):
+    out, _ = run_output
+    text = report.build_report(two_operator_run(out), audio=report.AudioOptions("inline", 1.0, None))
+    tags = elements(_tracks_part(text))
+    headings = [a.get("id") for t, a in tags if t == "h4"]
+    assert headings == ["track-loop_1101--nmf_supervised", "track-loop_1101--unet"]
+    # Every figure comes after the heading of its own operator, and before the next heading.
+    current, seen = None, []
+    for tag, attrs in tags:
+        if tag == "h4":
+            current = attrs["id"].rsplit("--", 1)[1]
+        elif tag == "img":
+            assert current is not None and attrs["alt"].endswith(f", {current}"), (current, attrs["alt"])
+            seen.append(current)
+    assert seen == ["nmf_supervised", "unet"]
+    # The heading's text names the label, and the operator where it differs.
+    assert re.search(r'<h4 id="track-loop_1101--nmf_supervised">nmf_supervised <span class="op">operator nmf</span></h4>',
+                     text)
+    assert '<h4 id="track-loop_1101--unet">unet</h4>' in text
+    # Each operator's players sit in its own section, under its heading.
+    for label in ("unet", "nmf_supervised"):
+        section = re.search(rf'<section class="operator" data-label="{label}">(.*?)</section>', text, re.DOTALL).group(1)
+        assert re.findall(r"<figcaption>(\w+/\w+)", section) == [f"{label}/accompaniment", f"{label}/lead"]
+
+
+def test_real_page_names_hpss_above_each_track_figure(rendered):
+    page, _, _ = rendered
+    tags = elements(_tracks_part(page.read_text(encoding="utf-8")))
+    order = [(t, a.get("id")) for t, a in tags if t in ("h3", "h4", "img")]
+    assert order == [("h3", "track-loop_1101"), ("h4", "track-loop_1101--hpss"), ("img", None),
+                     ("h3", "track-loop_1102"), ("h4", "track-loop_1102--hpss"), ("img", None)]
+
+
+def tones(sr: int, seconds: float, *hz: float) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    return np.stack([sum(0.3 * np.sin(2 * np.pi * f * t) for f in hz)] * 2).astype(np.float32)
+
+
+def test_spectrograms_have_a_log_frequency_axis_in_hz():
+    from pipelines import report_figures as figures
+
+    sr = 44100
+    stems = {"low": tones(sr, 3.0, 110.0), "high": tones(sr, 3.0, 3520.0)}
+    fig = figures.draw_track(tones(sr, 3.0, 110.0, 3520.0), sr, stems, sr, None)
+    edges = figures.log_frequency_edges(sr)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    spectrogram_axes = [ax for ax in fig.axes if ax.get_title(loc="left").endswith((": spectrogram", ": mask"))]
+    assert len(spectrogram_axes) == 5  # mixture, two stems' spectrograms, two masks
+    for ax in spectrogram_axes:
+        assert "Hz" in ax.get_ylabel()
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels == ["50", "100", "200", "500", "1k", "2k", "5k", "10k", "20k"], labels
+        np.testing.assert_allclose(ax.get_yticks(), np.log10([50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4]))
+        bottom, top = ax.get_ylim()
+        assert (10 ** bottom, 10 ** top) == pytest.approx((figures.FMIN_HZ, sr / 2))
+    for stem, hz in (("low", 110.0), ("high", 3520.0)):
+        (ax,) = [a for a in spectrogram_axes if a.get_title(loc="left") == f"{stem}: spectrogram"]
+        image = ax.get_images()[0].get_array()
+        peak = centres[int(np.argmax(np.asarray(image).mean(axis=1)))]
+        assert peak == pytest.approx(hz, rel=0.06), (stem, peak)
+    # Each octave gets the same height: 110 Hz sits a fifth of the way up, not in the bottom 0.5 %
+    # that a linear 0-22 kHz axis gives it.
+    height = np.log10(sr / 2) - np.log10(figures.FMIN_HZ)
+    assert (np.log10(110) - np.log10(figures.FMIN_HZ)) / height > 0.19
+
+
+def test_log_frequency_bands_average_and_interpolate_the_bins():
+    from pipelines import report_figures as figures
+
+    sr, n_fft = 44100, 2048
+    edges = figures.log_frequency_edges(sr)
+    flat = figures.to_log_frequency(np.ones((n_fft // 2 + 1, 4)), sr, n_fft, edges)
+    np.testing.assert_allclose(flat, 1.0)
+    ramp = np.repeat((np.arange(n_fft // 2 + 1) * sr / n_fft)[:, None], 2, axis=1)  # magnitude = frequency
+    bands = figures.to_log_frequency(ramp, sr, n_fft, edges)[:, 0]
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    np.testing.assert_allclose(bands, centres, rtol=0.03)  # narrow bands interpolate, wide ones average
+
+
+def _png_size(data_uri: str) -> tuple[int, int]:
+    import base64
+
+    raw = base64.b64decode(data_uri.split(",", 1)[1])
+    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+
+def test_figures_fill_the_content_column_with_readable_text(rendered):
+    import matplotlib.text
+    import pandas as pd
+
+    from pipelines import report_figures as figures
+    from pipelines import report_html
+
+    page, _, rows = rendered
+    text = page.read_text(encoding="utf-8")
+    assert f"max-width: {report_html.CONTENT_PX}px" in text and "figure.plot img { display: block; width: 100%; }" in text
+    images = [a["src"] for t, a in elements(text) if t == "img"]
+    assert [_png_size(src)[0] for src in images] == [report_html.CONTENT_PX] * 3
+    sr = 22050
+    drawn = [figures.draw_track(tones(sr, 2.0, 220.0), sr, {"a": tones(sr, 2.0, 220.0)}, sr, {"a": [(0.5, 1.0)]}),
+             figures.draw_sdr_box_plot(pd.DataFrame(rows))]
+    for fig in drawn:
+        with figures._style():
+            fig.canvas.draw()  # lays out every tick label
+        assert fig.get_size_inches()[0] * fig.dpi == pytest.approx(report_html.CONTENT_PX)
+        sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+        assert sizes and min(sizes) >= 10, sorted(set(sizes))  # 10 pt at 100 dpi: 14 px, the page's text is 15 px
+
+
+def test_page_has_a_table_of_contents_and_collapsible_tracks(rendered):
+    import urllib.parse
+
+    page, _, _ = rendered
+    text = page.read_text(encoding="utf-8")
+    tags = elements(text)
+    ids = [a["id"] for _, a in tags if "id" in a]
+    assert len(ids) == len(set(ids))
+    nav = text[text.index('<nav id="contents"'):text.index("</nav>")]
+    links = [urllib.parse.unquote(a["href"][1:]) for t, a in elements(nav) if t == "a"]
+    assert links == ["summary", "errors", "evaluation", "tracks", "track-loop_1101", "track-loop_1101--hpss",
+                     "track-loop_1102", "track-loop_1102--hpss"]
+    assert set(links) <= set(ids)  # every entry leads somewhere
+    assert text.index('<nav id="contents"') < text.index('<h2 id="summary">')
+    tracks = [a for t, a in tags if t == "details"]
+    assert [a.get("data-track") for a in tracks] == ["loop_1101", "loop_1102"]
+    assert all(a.get("class") == "track" and "open" in a for a in tracks)
+    assert len(re.findall(r'<details[^>]*><summary><h3 id="track-', text)) == 2
+
+
+def test_anchors_of_awkward_track_ids_are_ids_and_links():
+    from pipelines import report_html
+
+    for track_id in ("Artist/Album/01 Intro", "a b", "a_b", "x#y?z"):
+        anchor = report_html.track_anchor(track_id)
+        assert not re.search(r"\s", anchor)
+        assert report_html.href(anchor).startswith("#") and " " not in report_html.href(anchor)
+    assert report_html.track_anchor("a b") != report_html.track_anchor("a_b")
+    nav = report_html.contents([("Artist/Album/01 Intro", ["unet"])])
+    assert len(re.findall(r'href="#[^"\s]+"', nav)) == 6
+
+
+def test_paths_are_shown_normalised(run_output, tmp_path):
+    """The run's input was given as ``<tmp>/elsewhere/../report_inputs0``, the report's --run as
+    ``<tmp>/x/../out``, and its output with -o: the page shows every path normalised."""
+    out, _ = run_output
+    run = report.read_run(str(out))
+    source = {r["track_id"]: r["source_uri"] for r in run.metadata.to_pylist()}
+    assert "/../" in source["loop_1101"] and "/../" in run.record["inputs"][0]  # as given to the run
+    (out.parent / "x").mkdir(exist_ok=True)
+    page = tmp_path / "page.html"
+    assert main(["report", "--run", str(out.parent / "x" / ".." / out.name), "-o", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "/../" not in text and "/./" not in text
+    assert f"Output <code>{out}</code>" in text
+    for track_id in LOOPS:
+        assert f"<p>Source <code>{os.path.normpath(source[track_id])}</code>.</p>" in text
+    assert summary_value(text, "inputs") == os.path.normpath(run.record["inputs"][0])
+
+
+def test_display_of_paths_and_messages():
+    from pipelines.report_html import display_text, display_uri
+
+    assert display_uri("/a/sepflow/../shared/data/x.flac") == "/a/shared/data/x.flac"
+    assert display_uri("out/./stems/../stems/t.flac") == "out/stems/t.flac"
+    assert display_uri("s3://bucket/run/../stems/t.flac") == "s3://bucket/stems/t.flac"
+    assert display_uri("memory://report-test/out") == "memory://report-test/out"
+    message = "cannot decode '/a/sepflow/../shared/x.m4a' (from s3://b/c/./d.flac): Invalid data"
+    assert display_text(message) == "cannot decode '/a/shared/x.m4a' (from s3://b/c/d.flac): Invalid data"
+    assert display_text("SDR 1/2 of ../x and 3.5 dB") == "SDR 1/2 of ../x and 3.5 dB"  # nothing to normalise
+
+
+def test_report_takes_o_and_out_and_its_help_names_no_machine_path(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sepflow report")
+    report.add_arguments(parser)
+    assert parser.parse_args(["--run", "out/", "-o", "r.html"]).out == "r.html"
+    assert parser.parse_args(["--run", "out/", "--out", "r.html"]).out == "r.html"
+    with pytest.raises(SystemExit) as done:
+        main(["report", "--help"])
+    assert done.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "-o FILE, --out FILE" in help_text
+    examples = help_text[help_text.index("examples"):].split("\n\n")[0].splitlines()[1:]
+    assert len(examples) == 4 and all(line.strip().startswith("sepflow ") for line in examples), examples
+    words = [w for line in examples for w in line.split()]
+    assert [w for w in words if w.startswith(("/", "~"))] == []  # relative paths and URLs only
+    assert all(not re.search(r"(^|\s)/(work|home|tmp|Users|root)\b", doc)
+               for doc in (help_text, report.__doc__))
