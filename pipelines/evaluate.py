@@ -606,8 +606,7 @@ def summarize(table: pa.Table) -> list[dict]:
             values[m].append(columns[m][i])
 
     def stat(values, fn):
-        finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-        return float(fn(finite)) if finite.size else None
+        return metric_stat(values, fn)
 
     summary = []
     for (is_oracle, label, operator, stem), v in sorted(groups.items()):
@@ -624,15 +623,36 @@ def summarize(table: pa.Table) -> list[dict]:
     return summary
 
 
+def metric_stat(values: Iterable[float | None], fn=np.mean) -> float | None:
+    """A statistic over tracks of one metric, as every table of sepflow shows it: missing
+    values (None, NaN) are left out, infinite ones stay in, and a result that is not finite
+    is None, shown as "-" (:func:`format_db`).
+
+    The ``mix`` oracle's SAR is the case: the mixture as its own estimate has no artifacts,
+    so its SAR is unbounded, +inf on tracks where the projection leaves nothing and 140-150 dB
+    of rounding noise on others; one infinite track makes the mean "-" rather than the mean of
+    the others. ``sepflow report``'s table follows the same rule (pandas' mean skips NaN and
+    keeps inf).
+    """
+    kept = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=np.float64)
+    if not kept.size:
+        return None
+    result = float(fn(kept))
+    return result if np.isfinite(result) else None
+
+
+def format_db(value: float | None) -> str:
+    """A dB figure of a table: two decimals, or "-" where there is none (or it is not finite)."""
+    return "-" if value is None or not np.isfinite(value) else f"{value:.2f}"
+
+
 _SUMMARY_HEADER = ["label", "operator", "stem", "reference stem", "tracks", "SDR mean", "SDR median",
                    "SDR 1 s frames (median)", "SIR mean", "SAR mean", "SI-SDR mean"]
 _TEXT_COLUMNS = 4
 
 
 def _summary_cells(row: dict) -> list[str]:
-    def db(v):
-        return "-" if v is None else f"{v:.2f}"
-
+    db = format_db
     label = f"{row['label']} (oracle)" if row["is_oracle"] and row["label"] != "mix" else row["label"]
     if row["label"] == "mix":
         label = "mix (mixture as estimate)"
@@ -878,11 +898,28 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
     except UsageError as exc:
         print(f"sepflow evaluate: {exc}", file=sys.stderr)
         return 2
-    print(summary_markdown(result.summary) if args.markdown else summary_text(result.summary))
-    print(f"[sepflow] evaluation {result.evaluation_id}: {result.rows} rows, {result.errors} errors, "
-          f"{result.wall_s:.1f} s -> {join_uri(result.output, EVALUATION_DIR)}", file=sys.stderr)
-    for message in result.error_messages[:10]:
-        print(f"[sepflow] error: {message}", file=sys.stderr)
+    _print_result(result, args.markdown)
     if args.strict and result.errors:
         return 3
     return 0
+
+
+def _print_result(result: EvaluationResult, markdown: bool) -> None:
+    """The summary table on stdout, or, when no row was scored, the errors in its place (a
+    table of headers only says nothing); the counts and the first errors on stderr."""
+    shown = 10
+    if result.summary:
+        print(summary_markdown(result.summary) if markdown else summary_text(result.summary))
+    else:
+        print(f"no scores: all {result.rows} rows are errors:" if result.rows
+              else "no scores: the runs have no separated stems to evaluate")
+        for message in result.error_messages[:shown]:
+            print(f"  {message}")
+    print(f"[sepflow] evaluation {result.evaluation_id}: {result.rows} rows, {result.errors} errors, "
+          f"{result.wall_s:.1f} s -> {join_uri(result.output, EVALUATION_DIR)}", file=sys.stderr)
+    if result.summary:
+        for message in result.error_messages[:shown]:
+            print(f"[sepflow] error: {message}", file=sys.stderr)
+    if len(result.error_messages) > shown:
+        print(f"[sepflow] ... {len(result.error_messages) - shown} more distinct errors in the table's "
+              "error_message column", file=sys.stderr)

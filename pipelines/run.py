@@ -55,7 +55,7 @@ from .metadata import (
 )
 from .transforms import MatchCatalog, SeparateCatalog, WriteMetadata
 
-__all__ = ["RunSummary", "build_pipeline", "make_runner", "pipeline_options", "run_job"]
+__all__ = ["RunSummary", "build_pipeline", "describe_runner", "make_runner", "pipeline_options", "run_job"]
 
 _LOG = logging.getLogger("sepflow")
 _IN_PROCESS_NAMES = {"directrunner", "direct", "fnapirunner"}
@@ -171,6 +171,9 @@ class RunSummary:
     #: Beam's ``sepflow`` counters (tracks, units_ok, units_error, units_skipped, audio_ms),
     #: where the runner reports metrics (not the DaskRunner).
     beam_counters: dict = field(default_factory=dict)
+    #: The runner as the user chose it, in words (``runner`` is Beam's class that ran the job):
+    #: "DirectRunner (multi_processing, 2 workers)", "DaskRunner (tcp://scheduler:8786)".
+    runner_chosen: str = ""
 
     @property
     def tracks(self) -> int:
@@ -198,8 +201,8 @@ class RunSummary:
             ("stems written", self.stems_written),
             ("audio separated", f"{self.audio_s / 3600:.3f} h ({self.audio_s:.1f} s)"),
             ("wall time", f"{self.wall_s:.1f} s"),
-            ("speed", f"{self.audio_s / self.wall_s:.1f}x real time" if self.wall_s > 0 else "-"),
-            ("runner", self.runner),
+            ("speed", self.speed()),
+            ("runner", self.runner_chosen or self.runner),
             ("Beam counters", ", ".join(f"{k}={v}" for k, v in sorted(self.beam_counters.items())) or "-"),
             ("metadata", join_uri(self.output, METADATA_DIR)),
         ]
@@ -213,6 +216,35 @@ class RunSummary:
             if self.errors_total > 20:
                 lines.append(f"| ... {self.errors_total - 20} more in {join_uri(self.output, 'dead_letter')} | | | |")
         return "\n".join(lines)
+
+    def speed(self) -> str:
+        """Audio separated per wall-clock second; a run that separated nothing says why."""
+        if self.audio_s > 0 and self.wall_s > 0:
+            return f"{self.audio_s / self.wall_s:.1f}x real time"
+        if self.tracks and self.tracks_skipped == self.tracks:
+            return f"all {self.tracks} track{'s' if self.tracks != 1 else ''} skipped (already complete)"
+        return "- (no audio separated)"
+
+
+def describe_runner(options: PipelineOptions) -> str:
+    """The runner as the user chose it, for the summary: its name as given (DirectRunner by
+    default) and, for the local runner, the mode and workers; for Dask, the scheduler."""
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    name = name.rsplit(".", 1)[-1]
+    key = name.lower()
+    if key in _IN_PROCESS_NAMES:
+        direct = options.view_as(DirectOptions)
+        mode = direct.direct_running_mode or "in_memory"
+        # As the FnApiRunner counts them: 0 means one per CPU; in_memory runs one.
+        workers = 1 if mode == "in_memory" else (direct.direct_num_workers or os.cpu_count() or 1)
+        return f"{name} ({mode}, {workers} worker{'s' if workers != 1 else ''})"
+    if key == "daskrunner":
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        address = getattr(options.view_as(DaskOptions), "address", None)
+        return f"{name} ({address or 'a local Dask cluster'})"
+    return name
 
 
 def summary_of(pipeline_summary: dict, run_id: str, output: str, runner: str, wall_s: float) -> RunSummary:
@@ -246,8 +278,9 @@ class _ProgressLine:
         self._stop.set()
         self._thread.join(timeout=5)
         self._report(final=True)
-        if self._tty:
-            self.stream.write("\n")
+        if self._tty:  # end the line; one that never counted anything is erased
+            self.stream.write("\n" if self._last else "\r\033[K")
+            self.stream.flush()
 
     def _counts(self) -> dict[str, int]:
         fs, path = fsspec.core.url_to_fs(self.progress_dir)
@@ -277,6 +310,10 @@ class _ProgressLine:
             return
         elapsed = time.time() - self.started
         done = sum(c.values())
+        if done == 0 and (final or not self._tty):
+            # Nothing done (yet): no line. A job whose inputs matched nothing ends in its
+            # error alone; a terminal still sees the waiting line, erased at the end.
+            return
         line = (f"[sepflow] {done} (track, operator) done: {c['ok']} ok, {c['error']} error, "
                 f"{c['skipped']} skipped  {elapsed:6.0f} s")
         if self._tty:
@@ -401,6 +438,7 @@ def run_job(
     summary = summary_of(written, run_id, output, runner_name, time.perf_counter() - started)
     summary.inputs_unmatched = unmatched
     summary.beam_counters = counters
+    summary.runner_chosen = describe_runner(options)
     _write_run_record(output, run_id, job, inputs, beam_args, summary)
     if progress:
         stream.write(summary.table() + "\n")

@@ -133,6 +133,8 @@ def test_a_multi_process_run_prints_only_its_summary(tmp_path):
     assert done.returncode == 0, done.stderr
     noise = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("|")]
     assert noise == [], noise[:10]
+    # The summary names the runner as chosen, not Beam's class behind it (issue 18).
+    assert "| runner | DirectRunner (multi_processing, 2 workers) |" in done.stderr, done.stderr
 
 
 def test_operators_lists_stems_parameters_and_shipped_resources(capsys):
