@@ -455,11 +455,12 @@ def _beam_args(subparser: argparse.ArgumentParser, unknown: list[str], beam: boo
         unknown = left
     bad = next((a for a in unknown if a.startswith("-")), unknown[0])
     name = bad.split("=", 1)[0] if bad.startswith("--") else bad
+    own = _option_strings(subparser)
     hint = ""
-    if name.startswith("-"):  # sepflow's own flags first: they are the ones usually meant
-        close = difflib.get_close_matches(name, _option_strings(subparser), n=1) or difflib.get_close_matches(
-            name, beam_flags, n=1, cutoff=0.75
-        )
+    if name in own:  # typed before the subcommand: `sepflow -v run`
+        hint = f" before the subcommand (give it after: {subparser.prog} {name})"
+    elif name.startswith("-"):  # sepflow's own flags first: they are the ones usually meant
+        close = difflib.get_close_matches(name, own, n=1) or difflib.get_close_matches(name, beam_flags, n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]}?)" if close else ""
     raise UsageError(f"unknown argument {name}{hint}")
 

@@ -42,6 +42,7 @@ def _err_lines(capsys) -> list[str]:
         ([*RUN, "--runner=DirectRunner", "--direct_num_workrs=2"],
          "sepflow run: unknown argument --direct_num_workrs (did you mean --direct_num_workers?)"),
         ([*RUN, "stray"], "sepflow run: unknown argument stray"),
+        (["-v", *RUN], "sepflow run: unknown argument -v before the subcommand (give it after: sepflow run -v)"),
         ([*EVALUATE, "--orcles", "ibm"], "sepflow evaluate: unknown argument --orcles (did you mean --oracles?)"),
         ([*EVALUATE, "--format", "wav"], "sepflow evaluate: unknown argument --format"),  # run's flag, not evaluate's
         (["report", "--run", "r", "-o", "p.html", "--trakcs", "3"],
