@@ -116,6 +116,8 @@ class StftSettings:
     n_fft: int | None = None
     hop_length: int | None = None
     window: str | None = None
+    #: The rate n_fft and hop_length are counted at (``StftParams.stft_rate``; 22050 by default).
+    stft_rate: int | None = None
 
     def __post_init__(self):
         from sepops.spectral import StftConfig

@@ -64,14 +64,16 @@ class StftParams:
     picks per sample rate) for configs that set ``automatic_stft``; ``hop_length = 0`` then
     means a quarter of ``n_fft``.
 
-    n_fft : STFT window and FFT length, samples.
-    hop_length : STFT hop, samples.
+    n_fft : STFT window and FFT length, samples at ``stft_rate``.
+    hop_length : STFT hop, samples at ``stft_rate``.
     window : STFT window (a scipy.signal.get_window name: hann, hamming, blackman ...).
+    stft_rate : the sample rate n_fft and hop_length are counted at, Hz; at another rate both scale with it, so the analysis spans the same time and frequency whatever the input's rate (null: samples at each input's own rate).
     """
 
     n_fft: int = 2048
     hop_length: int = 512
     window: str = "hann"
+    stft_rate: int | None = 22050
     #: Whether ``n_fft = 0`` (and ``hop_length = 0``) mean "automatic".
     automatic_stft: ClassVar[bool] = False
 
@@ -89,6 +91,21 @@ class StftParams:
         """The settings as a checked :class:`StftConfig` (``hop_length`` 0: ``n_fft // 4``)."""
         hop = self.hop_length or (self.n_fft // 4 if self.automatic_stft else 0)
         return StftConfig(self.n_fft, hop, self.window)
+
+    def stft_at(self, sr: int) -> StftConfig:
+        """:meth:`stft` at sample rate ``sr``: ``n_fft`` scaled by ``sr / stft_rate`` (up to
+        the next size the FFT is fast at, < 1 % more) and ``hop_length`` by the same factor:
+        the same window in seconds and bins in hertz at any rate (defaults: 2048 and 512 at
+        22.05 kHz, 4096 and 1024 at 44.1 kHz, 4480 and 1120 at 48 kHz)."""
+        from scipy.fft import next_fast_len
+
+        cfg = self.stft()
+        if not self.stft_rate or sr == self.stft_rate:
+            return cfg
+        n_fft = max(16, next_fast_len(2 * round(cfg.n_fft * sr / self.stft_rate / 2), real=True))
+        n_fft += n_fft % 2
+        hop = max(1, round(cfg.hop_length * n_fft / cfg.n_fft))
+        return StftConfig(n_fft, hop, cfg.window)
 
 
 class Operator(ABC):
@@ -191,8 +208,15 @@ class Operator(ABC):
         only those frames). The default separates all of ``audio``."""
         return self.separate(audio, sr)
 
+    def stft_config_for(self, sr: int) -> StftConfig:
+        """The STFT used at sample rate ``sr``: the config's, scaled to ``sr`` from its
+        ``stft_rate`` (:meth:`StftParams.stft_at`)."""
+        c = self.config
+        return c.stft_at(sr) if isinstance(c, StftParams) else self.stft_config()
+
     def stft_config(self) -> StftConfig:
-        """The STFT this operator analyses with (at its config's settings)."""
+        """The STFT this operator analyses with (at its config's settings, in samples at
+        its ``stft_rate``)."""
         c = self.config
         if isinstance(c, StftParams):
             return c.stft()
@@ -230,14 +254,11 @@ class MaskingOperator(Operator):
 
     ``separate`` = STFT (shared through ``analysis``) -> :meth:`estimate` -> masks ->
     inverse STFT (:func:`sepops.masks.stems_from_estimates`). Subclasses implement only
-    :meth:`estimate`, and :meth:`stft_config_for` when their STFT depends on the rate. How
+    :meth:`estimate`, and :meth:`stft_config_for` when their STFT depends on the rate otherwise
+    than through ``stft_rate``. How
     estimates become masks comes from the config's ``mask``, ``power`` and, where present,
     ``margin``, ``residual`` and ``wiener_iterations`` (:meth:`mask_settings`).
     """
-
-    def stft_config_for(self, sr: int) -> StftConfig:
-        """The STFT used at sample rate ``sr`` (default: the config's, whatever ``sr``)."""
-        return self.stft_config()
 
     def mask_settings(self) -> _masks.MaskSettings:
         c = self.config

@@ -65,8 +65,10 @@ def test_sample_rates(rng, sr):
     # Kernels follow the sample rate: the same seconds and hertz, in frames and bins.
     h, p = op.kernels(sr)
     assert h % 2 == 1 and p % 2 == 1
-    assert abs(h * 512 / sr - 0.45) <= 512 / sr
-    assert abs(p * sr / 2048 - 150.0) <= sr / 2048
+    cfg = op.stft_config_for(sr)  # 2048 / 512 at 22.05 kHz, scaled to this rate
+    assert abs(cfg.n_fft / sr - 2048 / 22050) < 0.01 * 2048 / 22050
+    assert abs(h * cfg.hop_length / sr - 0.45) <= cfg.hop_length / sr
+    assert abs(p * sr / cfg.n_fft - 150.0) <= sr / cfg.n_fft
 
 
 def test_bad_parameters_name_the_valid_ones():

@@ -166,14 +166,14 @@ class HpssOperator(MaskingOperator):
         c = self.config
         if c.kernel_size is not None:
             return c.kernel_size, c.kernel_size
-        return kernel_sizes(sr, self.stft_config(), c.harmonic_kernel_s, c.percussive_kernel_hz)
+        return kernel_sizes(sr, self.stft_config_for(sr), c.harmonic_kernel_s, c.percussive_kernel_hz)
 
     def block_context(self, sr: int) -> BlockContext:
         # A block's first frames see zeros instead of the audio before it (half a window),
         # that error spreads through the harmonic median (half its span, on the strided
         # grid), and each output sample sums frames half a window away: that much context
         # makes a block's output the whole-signal one. Blocks start on the strided grid.
-        cfg = self.stft_config()
+        cfg = self.stft_config_for(sr)
         stride = self.config.harmonic_stride
         harmonic, _ = self.kernels(sr)
         half_window = -(-cfg.n_fft // (2 * cfg.hop_length))

@@ -236,13 +236,16 @@ class NmfOperator(MaskingOperator):
         """STFT settings used at sample rate ``sr`` (see ``n_fft`` in :class:`NmfConfig`)."""
         c = self.config
         if c.n_fft:
-            return c.stft()
+            return c.stft_at(sr)
         if self.dictionary is not None:
             d = self.dictionary
             # Same window duration, hence the same bin spacing: templates map bin to bin.
             n_fft = max(16, 2 * round(d.n_fft * sr / d.sr / 2))
             hop = max(1, min(n_fft, round(d.hop_length * sr / d.sr)))
             return StftConfig(n_fft, hop, d.window)
+        # A power of two near the same window in seconds: 4096 at 44.1 and 48 kHz. (The
+        # exact scaling of StftParams.stft_at does not help here: which stem a component
+        # joins is a threshold decision that small changes of the STFT flip either way.)
         n_fft = max(16, 2 ** round(np.log2(_REFERENCE_N_FFT * sr / _REFERENCE_SR)))
         return StftConfig(n_fft, n_fft // 4, c.window)
 

@@ -61,7 +61,7 @@ class _IdealMaskOperator(MaskingOperator):
 
     def estimate(self, spec: np.ndarray, sr: int, *, references: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The true stems' magnitudes, at the mixture's STFT."""
-        cfg = self.stft_config()
+        cfg = self.stft_config_for(sr)
         estimates = {}
         for n in self.stem_names or list(references):
             ref = np.atleast_2d(np.asarray(references[n], dtype=np.float32))

@@ -240,7 +240,7 @@ class _RepetBase(MaskingOperator):
             n = min(given.shape[-1], mag.shape[-1] - first)
             background[..., first : first + n] = given[..., :n]
         # Bin k sits at k * sr / n_fft Hz: these are the bins below the cutoff, DC included.
-        highpass_bins = int(np.ceil(c.highpass_hz * c.n_fft / sr)) if c.highpass_hz > 0 else 0
+        highpass_bins = int(np.ceil(c.highpass_hz * self.stft_config_for(sr).n_fft / sr)) if c.highpass_hz > 0 else 0
         # With W the model and F = V - W the rest, the soft mask W^p / (W^p + F^p) is
         # REPET's W / V at p = 1; binary W > F gives ties to the foreground.
         return {"background": background, "foreground": foreground_estimate(mag, background, highpass_bins)}
@@ -332,7 +332,7 @@ class RepetOperator(_RepetBase):
     def period(self, mag: np.ndarray, sr: int) -> int | None:
         """Repeating period in frames of ``mag`` (channels, bins, frames), or None."""
         c = self.config
-        frames_per_s = sr / c.hop_length
+        frames_per_s = sr / self.stft_config_for(sr).hop_length
         if c.period_s is not None:
             p = max(1, round(c.period_s * frames_per_s))
             return p if p < mag.shape[-1] else None
@@ -348,9 +348,9 @@ class RepetOperator(_RepetBase):
 
     def period_s(self, audio: np.ndarray, sr: int) -> float | None:
         """Detected repeating period of ``audio`` in seconds (None if none was found)."""
-        mag = np.abs(Analysis(np.atleast_2d(np.asarray(audio, np.float32)), sr).stft(self.stft_config()))
+        mag = np.abs(Analysis(np.atleast_2d(np.asarray(audio, np.float32)), sr).stft(self.stft_config_for(sr)))
         p = self.period(mag, sr)
-        return None if p is None else p * self.config.hop_length / sr
+        return None if p is None else p * self.stft_config_for(sr).hop_length / sr
 
     def block_context(self, sr: int) -> BlockContext:
         # Windowed: each block's period and median model come from the block and two of the
@@ -359,8 +359,8 @@ class RepetOperator(_RepetBase):
         # local model follows it; one model for an hour-long track would not.
         c = self.config
         span = c.period_s if c.period_s is not None else c.max_period_s
-        context = max(c.n_fft, round(2 * span * sr))
-        return BlockContext(context, c.hop_length, min(2 * context, round(WINDOWED_CROSSFADE_S * sr)))
+        context = max(self.stft_config_for(sr).n_fft, round(2 * span * sr))
+        return BlockContext(context, self.stft_config_for(sr).hop_length, min(2 * context, round(WINDOWED_CROSSFADE_S * sr)))
 
     def _background_model(self, mag: np.ndarray, sr: int) -> np.ndarray:
         p = self.period(mag, sr)
@@ -431,7 +431,7 @@ class RepetSimOperator(_RepetBase):
     Config = RepetSimConfig
 
     def _max_lag(self, sr: int) -> int:
-        return max(1, round(self.config.max_lag_s * sr / self.config.hop_length))
+        return max(1, round(self.config.max_lag_s * sr / self.stft_config_for(sr).hop_length))
 
     def block_context(self, sr: int) -> BlockContext:
         # Exact: a frame's model reads only frames within max_lag of it, and those frames
@@ -439,14 +439,15 @@ class RepetSimOperator(_RepetBase):
         # frames its samples need (half a window each side), plus half a window for the
         # STFT of the context's own first frames.
         c = self.config
-        reach = -(-c.n_fft // (2 * c.hop_length))
-        return BlockContext((self._max_lag(sr) + 2 * reach + 2) * c.hop_length, c.hop_length)
+        cfg = self.stft_config_for(sr)
+        reach = -(-cfg.n_fft // (2 * cfg.hop_length))
+        return BlockContext((self._max_lag(sr) + 2 * reach + 2) * cfg.hop_length, cfg.hop_length)
 
     def separate_block(self, audio: np.ndarray, sr: int, *, keep: tuple[int, int]) -> dict[str, np.ndarray]:
         # The context is searched for similar frames, never modelled or masked: only the
         # frames whose windows reach the samples kept are (3x less work with 60 s blocks,
         # and the chunk's complex STFT is never held whole).
-        cfg = self.stft_config()
+        cfg = self.stft_config_for(sr)
         hop, half = cfg.hop_length, cfg.n_fft // 2
         audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
         mag = np.stack([np.abs(stft(ch, cfg.n_fft, hop, cfg.window))[0] for ch in audio])
@@ -468,7 +469,7 @@ class RepetSimOperator(_RepetBase):
 
     def _neighbours(self, mag: np.ndarray, sr: int, rows: tuple[int, int] | None = None) -> list[np.ndarray]:
         c = self.config
-        min_distance = max(1, round(c.min_distance_s * sr / c.hop_length))
+        min_distance = max(1, round(c.min_distance_s * sr / self.stft_config_for(sr).hop_length))
         return similar_frames(
             mag.mean(axis=0), c.min_similarity, min_distance, c.max_repeats, max_lag=self._max_lag(sr), rows=rows,
         )
