@@ -1,9 +1,26 @@
 """Onsets, tempo and beats of a stem (librosa).
 
-The onset envelope is computed once per stem, at 22.05 kHz with a 10 ms hop (a stem at another
-rate is resampled first: 3 ms for 30 s, and the envelope then costs a third of librosa's
-default at 44.1 kHz), so onset and beat times land within 5 ms of the frame they peak in; the
-onsets and the beat tracker both read that one envelope.
+The onset envelope is computed once per stem, at 22.05 kHz (a stem at another rate is
+resampled first: 3 ms for 30 s) with a 220-sample hop (9.98 ms) and a 1024-sample window
+(46 ms), so onset and beat times land within 5 ms of the frame they peak in; the onsets and
+the beat tracker both read that one envelope.
+
+The envelope is SuperFlux-style spectral flux (Böck & Widmer, DAFx 2013, as librosa offers it):
+each of 128 mel bands' rise in dB is measured over 2 frames (20 ms) against the maximum of that
+band and its two neighbours, so the pitch wobble of vibrato (a partial moving to the next band)
+is not taken for a new note. Onsets are librosa's peak picking with its defaults, on the
+envelope scaled to [0, 1] (a frame that is the largest of the last 30 ms, at least 0.07 above
+the envelope's mean over the 100 ms either side, at least 30 ms after the previous onset), each
+then moved back to the envelope's last minimum before it (librosa's ``backtrack``): to where
+the rise starts rather than its peak, which comes 15-40 ms after the note starts (backtracked,
+the median error is -2 ms on drums to +17 ms on a clarinet).
+
+Measured against the notes of 72 pieces rendered from MIDI with the training kit
+(``benchmarks/onsets.py``, table in ``docs/pipeline.md``: mir_eval F-measure at 50 ms on every
+true stem and the mixture): mean F 0.81, against 0.75 for the plain flux without backtracking
+(lag 1, no maximum filter) this module used before, and 0.56 for ``librosa.onset.onset_detect``
+with its defaults on 22.05 kHz signals (0.75 at 44.1 kHz: its hop and window are counted in
+samples). It finds 1.2 onsets per true one, against 1.5 before.
 """
 from __future__ import annotations
 
@@ -14,11 +31,17 @@ __all__ = ["HOP", "ONSET_SR", "onset_envelope", "onset_times", "tempo_and_beats"
 #: The envelope's rate and hop (220 samples: 9.98 ms).
 ONSET_SR = 22050
 HOP = 220
+#: The STFT window (46 ms).
 _N_FFT = 1024
+#: SuperFlux: the rise of each mel band over this many frames (20 ms) ...
+_LAG = 2
+#: ... against the maximum of this many neighbouring mel bands (vibrato suppression).
+_MAX_SIZE = 3
 
 
 def onset_envelope(mono: np.ndarray, sr: int) -> np.ndarray:
-    """Spectral-flux onset strength of a mono signal, one value per ``HOP`` samples at ``ONSET_SR``.
+    """SuperFlux onset strength of a mono signal, one value per ``HOP`` samples at ``ONSET_SR``
+    (librosa's ``onset_strength`` with ``n_fft=1024, lag=2, max_size=3``).
 
     Parameters
     ----------
@@ -41,16 +64,22 @@ def onset_envelope(mono: np.ndarray, sr: int) -> np.ndarray:
         y = np.pad(y, (0, _N_FFT - len(y)))
     # librosa's dB floor is 80 dB below the loudest frame of what it is given: for a block
     # of a long track, the block's (streamed onsets can differ where a block is mostly silence).
-    return librosa.onset.onset_strength(y=y, sr=ONSET_SR, hop_length=HOP, n_fft=_N_FFT)[: 1 + len(mono) // HOP]
+    env = librosa.onset.onset_strength(y=y, sr=ONSET_SR, hop_length=HOP, n_fft=_N_FFT, lag=_LAG, max_size=_MAX_SIZE)
+    return env[: 1 + len(mono) // HOP]
 
 
 def onset_times(envelope: np.ndarray) -> np.ndarray:
-    """Onset times in seconds, from :func:`onset_envelope` (librosa's peak picking)."""
+    """Onset times in seconds, from :func:`onset_envelope`: librosa's ``onset_detect`` peak
+    picking with its defaults (the largest of the last 30 ms, 0.07 above the mean of +-100 ms,
+    30 ms after the previous onset), each onset moved back to the envelope's last minimum
+    before it (``backtrack=True``)."""
     import librosa
 
     if envelope.size == 0 or not np.any(envelope > 0):
         return np.zeros(0)
-    return librosa.onset.onset_detect(onset_envelope=envelope, sr=ONSET_SR, hop_length=HOP, units="time")
+    return librosa.onset.onset_detect(
+        onset_envelope=envelope, sr=ONSET_SR, hop_length=HOP, backtrack=True, units="time"
+    )
 
 
 def tempo_and_beats(envelope: np.ndarray) -> tuple[float | None, np.ndarray]:
