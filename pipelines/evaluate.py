@@ -6,7 +6,7 @@ writes one row per (track, operator, stem) with BSS Eval v3 SDR/SIR/SAR (whole s
 the median over 1 s frames) and SI-SDR::
 
     <output>/evaluation/evaluation-<evaluation_id>-part-<shard>.parquet   EVALUATION_SCHEMA
-    <output>/evaluation/summary-<evaluation_id>.json                      the summary table
+    <output>/evaluation_summary/summary-<evaluation_id>.json              the summary table
 
 The graph is one linear chain with one leaf (the DaskRunner runs only a graph's last branch)::
 
@@ -78,6 +78,8 @@ __all__ = [
 _LOG = logging.getLogger("sepflow")
 
 EVALUATION_DIR = "evaluation"
+#: The summary of the latest evaluation, as JSON (outside evaluation/, which holds only Parquet).
+SUMMARY_DIR = "evaluation_summary"
 #: The oracle baselines ``--oracles`` may name: the ideal masks and the mixture itself.
 ORACLES = ("ibm", "irm", "mix")
 #: Extensions of reference audio files in a folder of references.
@@ -569,6 +571,15 @@ def _publish(output: str, evaluation_id: str) -> tuple[list[str], list[str]]:
     )
 
 
+def _earlier_summaries(output: str, keep: str) -> list[str]:
+    fs, path = fsspec.core.url_to_fs(join_uri(output, SUMMARY_DIR))
+    _, keep_path = fsspec.core.url_to_fs(keep)
+    try:
+        return [p for p in fs.ls(path, detail=False) if p.endswith(".json") and p != keep_path]
+    except FileNotFoundError:
+        return []
+
+
 def read_evaluation(output: str) -> pa.Table:
     """The published evaluation table of ``output`` (``<output>/evaluation/*.parquet``)."""
     return read_table_folder(join_uri(output, EVALUATION_DIR), EVALUATION_SCHEMA)
@@ -783,7 +794,9 @@ def evaluate(
     summary = summarize(table)
     errors = [m for m, s in zip(table.column("error_message").to_pylist(), table.column("status").to_pylist())
               if s == STATUS_ERROR]
-    summary_uri = join_uri(output, EVALUATION_DIR, f"summary-{evaluation_id}.json")
+    # Beside the table, not in it: evaluation/ holds only Parquet, so it reads as a dataset.
+    summary_uri = join_uri(output, SUMMARY_DIR, f"summary-{evaluation_id}.json")
+    earlier += _earlier_summaries(output, summary_uri)
     record = {
         "evaluation_id": evaluation_id, "created_at": datetime.now(UTC).isoformat(), "estimates": list(estimates),
         "references": references, "oracles": list(oracles), "beam_args": list(beam_args),
@@ -849,7 +862,7 @@ References (--references):
 
 Output (default: the first --estimates):
   <output>/evaluation/evaluation-<id>-part-*.parquet   one row per (track, operator, stem)
-  <output>/evaluation/summary-<id>.json                the summary table printed at the end
+  <output>/evaluation_summary/summary-<id>.json        the summary table printed at the end
 Re-running replaces the previous evaluation's files there.
 
 Any other flag must be a Beam pipeline option (a misspelled one stops the command, exit 2); the

@@ -85,7 +85,7 @@ def test_unnamed_stems_are_matched_by_best_assignment(data_dir, rng, tmp_path):
     missing = rows["no_such_piece/mixture:source_0"]
     assert missing["status"] == "error" and "no reference track" in missing["error_message"]
     assert "no_such_piece/mixture" in missing["error_message"]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["evaluation", "metadata", "stems"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["evaluation", "evaluation_summary", "metadata", "stems"]
 
 
 @pytest.fixture
@@ -140,10 +140,25 @@ def test_run_then_evaluate_with_oracles(short_loops, tmp_path, capsys):
     assert again.num_rows == len(rows) and len(set(again.column("evaluation_id").to_pylist())) == 1
     files = sorted(p.name for p in (run / "evaluation").iterdir())
     evaluation_id = again.column("evaluation_id")[0].as_py()
-    assert files == [f"evaluation-{evaluation_id}-part-00000.parquet", f"summary-{evaluation_id}.json"]
-    summary = json.loads((run / "evaluation" / f"summary-{evaluation_id}.json").read_text())
+    assert files == [f"evaluation-{evaluation_id}-part-00000.parquet"]  # only Parquet: a dataset
+    summary = json.loads((run / "evaluation_summary" / f"summary-{evaluation_id}.json").read_text())
     assert {(s["label"], s["stem"], s["tracks"]) for s in summary["summary"]} >= {("hpss", "harmonic", 2)}
     assert not (run / "_sepflow" / "runs" / evaluation_id).exists()
+    _every_table_folder_reads_as_a_dataset(run)
+
+
+def _every_table_folder_reads_as_a_dataset(run):
+    """metadata/, features/ and evaluation/ each read whole with pandas, pyarrow and DuckDB."""
+    import duckdb
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    for folder in ("metadata", "features", "evaluation"):
+        path = run / folder
+        frame = pd.read_parquet(path)
+        dataset = ds.dataset(path, format="parquet")
+        count = duckdb.sql(f"select count(*) from read_parquet('{path}/*.parquet')").fetchall()[0][0]
+        assert len(frame) > 0 and dataset.count_rows() == len(frame) == count, folder
 
 
 def test_bad_references_exit_2_with_one_line(tmp_path, capsys):
