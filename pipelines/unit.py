@@ -469,7 +469,12 @@ _AUDIBLE_DB = -60.0
 
 
 def _silence_warning(name: str, levels: dict[str, float]) -> str | None:
-    """The row's warning when this stem is silent and another stem of the unit is not."""
+    """The row's warning when this stem is silent and another stem of the unit is not, or,
+    on every row of the unit, when all are (a silent input: its stems are written, silent)."""
+    if max(levels.values()) <= _SILENT_DB:
+        if name == min(levels):  # logged once per unit
+            _LOG.warning("silent input: every stem is at or below %.0f dBFS RMS", _SILENT_DB)
+        return f"silent input: every stem is at or below {_SILENT_DB:.0f} dBFS RMS (the track holds no audible signal)"
     others = [level for other, level in levels.items() if other != name]
     if levels[name] <= _SILENT_DB and others and max(others) > _AUDIBLE_DB:
         _LOG.warning("stem %r is silent (%.0f dBFS) while the others are not", name, levels[name])

@@ -136,3 +136,21 @@ def test_a_silent_stem_beside_an_audible_one_is_flagged_in_its_row(track, tmp_pa
     assert b.warning.startswith("silent stem: -120 dBFS RMS")
     rows = read_part(f"{out}/_sepflow/parts/{spec.label}/t.parquet").to_pylist()
     assert [r["warning"] is not None for r in rows] == [False, True]
+
+
+def test_a_silent_input_is_flagged_on_every_row_of_its_track(tmp_path):
+    """A silent track is separated (its stems are silent) and every row says why."""
+    from pipelines.metadata import read_metadata
+    from pipelines.run import run_job
+    from sepops import save_audio
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    save_audio(str(inputs / "silence.flac"), np.zeros((2, 22050), np.float32), 22050)
+    job = job_config_from_dict({"operators": [{"operator": "hpss"}]})
+    summary = run_job(job, [str(inputs)], str(tmp_path / "out"), progress=False)
+    assert (summary.tracks_ok, summary.tracks_error) == (1, 0)
+    rows = read_metadata(str(tmp_path / "out")).to_pylist()
+    assert sorted(r["stem"] for r in rows) == ["harmonic", "percussive"]
+    assert all(r["status"] == "ok" and r["warning"].startswith("silent input: every stem is at or below -90 dBFS")
+               for r in rows)
