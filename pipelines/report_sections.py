@@ -62,8 +62,9 @@ def summary_section(run: RunData) -> str:
         ("stems_written", "stems written", summary.get("stems_written")),
         ("audio_h", "audio separated", f"{audio_s / 3600:.3f} h ({audio_s:.1f} s)"),
         ("wall_s", "wall time", f"{wall_s:.1f} s" if wall_s is not None else "-"),
-        ("real_time", "speed", f"{audio_s / wall_s:.1f}× real time" if wall_s else "-"),
-        ("runner", "runner", summary.get("runner", "-")),
+        ("real_time", "speed", f"{audio_s / wall_s:.1f}× real time" if wall_s and audio_s else "- (no audio separated)"),
+        # The runner as the user chose it (DirectRunner, 2 workers), not Beam's class for it.
+        ("runner", "runner", summary.get("runner_chosen") or summary.get("runner", "-")),
         ("operators", "operators", ", ".join(labels) or "-"),
         ("inputs", "inputs", ", ".join(display_uri(i) for i in record.get("inputs", [])) or "-"),
         ("sepflow_version", "sepflow version", record.get("sepflow_version", "-")),

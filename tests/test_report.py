@@ -130,6 +130,7 @@ def test_report_shows_the_summary_errors_and_sdr(rendered):
     assert (summary_value(text, "tracks_ok"), summary_value(text, "tracks_error")) == ("2", "1")
     assert summary_value(text, "audio_h") == f"{summary.audio_s / 3600:.3f} h ({summary.audio_s:.1f} s)"
     assert summary_value(text, "real_time") == f"{summary.audio_s / summary.wall_s:.1f}× real time"
+    assert summary_value(text, "runner") == summary.runner_chosen and summary.runner_chosen.startswith("DirectRunner")
     assert 'data-errors-total="1"' in text
     assert re.search(r"<td>corrupt</td><td>hpss</td><td>[a-z_]+</td><td>[^<]+</td>", text)
     for (label, stem), mean in sdr_means(rows).items():
