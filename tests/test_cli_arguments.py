@@ -169,6 +169,6 @@ def test_help_examples_name_paths_relative_to_the_checkout():
     helps = dict(_helps(build_parser()))
     assert {"run", "evaluate", "report", "operators", "train", "train unet", "export-onnx"} <= set(helps)
     for prog, text in helps.items():
-        absolute = re.findall(r"(?:^|[\s'\"=])(/[A-Za-z][^\s'\"]*)", text, re.M)
+        absolute = re.findall(r"(?:^|[\s'\"=])(/[A-Za-z][^\s'\"]*)", text, re.MULTILINE)
         assert absolute == [], (prog, absolute)
     assert "../shared/data/manifest.json" in helps["evaluate"]

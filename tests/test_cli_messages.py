@@ -19,7 +19,13 @@ import pytest
 import soundfile as sf
 
 from pipelines.cli import EXIT_USAGE, main
-from pipelines.evaluate import format_db, metric_stat, summarize, summary_markdown, summary_text
+from pipelines.evaluate import (
+    format_db,
+    metric_stat,
+    summarize,
+    summary_markdown,
+    summary_text,
+)
 from pipelines.run import RunSummary, _ProgressLine, describe_runner, pipeline_options
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "loop_mono.flac"
@@ -43,8 +49,9 @@ def test_the_summary_names_the_runner_the_user_chose(beam_args, described):
 
 
 def _summary(**counts) -> RunSummary:
-    base = dict(run_id="r", output="/out", runner="FnApiRunner", tracks_ok=0, tracks_error=0, tracks_skipped=0,
-                units_ok=0, units_error=0, units_skipped=0, stems_written=0, audio_s=0.0, wall_s=2.0)
+    base = {"run_id": "r", "output": "/out", "runner": "FnApiRunner", "tracks_ok": 0, "tracks_error": 0,
+            "tracks_skipped": 0, "units_ok": 0, "units_error": 0, "units_skipped": 0, "stems_written": 0,
+            "audio_s": 0.0, "wall_s": 2.0}
     return RunSummary(**{**base, **counts})
 
 
@@ -142,7 +149,6 @@ def _evaluation(rows: list[tuple]) -> pa.Table:
 
 
 def test_an_infinite_metric_reads_dash_in_the_terminal_as_in_the_report():
-    import pandas as pd
 
     inf = math.inf
     table = _evaluation([

@@ -438,7 +438,6 @@ class RepetSimOperator(_RepetBase):
         # are the whole signal's when the block has max_lag frames of context beyond the
         # frames its samples need (half a window each side), plus half a window for the
         # STFT of the context's own first frames.
-        c = self.config
         cfg = self.stft_config_for(sr)
         reach = -(-cfg.n_fft // (2 * cfg.hop_length))
         return BlockContext((self._max_lag(sr) + 2 * reach + 2) * cfg.hop_length, cfg.hop_length)
