@@ -388,6 +388,9 @@ def _short_output_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sepops.pretrained import one_malloc_arena
+
+    one_malloc_arena()  # before Beam and torch start threads (models peak lower: see there)
     argv = list(sys.argv[1:] if argv is None else argv)
     # The first word that is not a flag is the subcommand (the top level has only flags).
     chosen = next((a for a in argv if not a.startswith("-")), None)

@@ -42,9 +42,11 @@ __all__ = [
     "is_remote",
     "load_yaml",
     "local_copy",
+    "one_malloc_arena",
     "release_memory",
     "resolve_device",
     "safe_torch_load",
+    "trim_heap",
 ]
 
 
@@ -243,12 +245,49 @@ def release_memory() -> None:
     check a config before a job starts): a garbage collection, then glibc's ``malloc_trim``,
     without which the freed weights stay in the process's heap (+0.35 GB measured for
     HTDemucs). A no-op where there is no glibc."""
-    import ctypes
     import gc
 
     gc.collect()
+    trim_heap()
+
+
+def trim_heap(*_: Any) -> None:
+    """glibc's ``malloc_trim(0)``: hand the heap's free pages back to the system. Called
+    after each chunk of a model's forward pass, whose freed activations (0.5 GB for
+    HTDemucs) glibc otherwise keeps, so that a worker's memory does not creep up as it
+    separates (measured: 0.64 instead of 1.01 GB resident after 30 s of audio, no slower).
+    A no-op where there is no glibc; any arguments (a progress callback's) are ignored."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - probe: not glibc -> AttributeError
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
+def one_malloc_arena() -> None:
+    """Make glibc serve every thread of this process (and of the processes it starts) from
+    its main heap (``M_ARENA_MAX`` 1, and ``MALLOC_ARENA_MAX=1`` for children).
+
+    A model run in a thread of its own (the catalog job's per-track watchdog) otherwise gets
+    a heap of its own, where HTDemucs's forward pass peaks 0.39 GB higher than in the main
+    thread's (measured: 1.63 against 1.24 GB for a 1 s input). Call it before the process
+    starts threads: a thread that already has a heap keeps it. A no-op without glibc.
+    """
+    import ctypes
+    import os
+
+    os.environ.setdefault("MALLOC_ARENA_MAX", "1")
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
 
