@@ -220,3 +220,20 @@ def test_a_published_bag_name_finds_its_model_files_without_the_yaml(tmp_path, m
     assert_same(op.separate(mix, 44100), reference(model, mix), six)
     with pytest.raises(OperatorConfigError, match="'name'.*htdemucs_ft is the demucs bag of f7e0c4bc.*there: 00000001, 5c90dfd2"):
         get_operator("demucs", repo=str(tmp_path), name="htdemucs_ft")
+
+
+def test_one_malloc_arena_reaches_the_worker_processes_a_job_starts():
+    """The catalog job's workers (the multi-process runner's, Dask's) inherit the setting."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, subprocess, sys; os.environ.pop('MALLOC_ARENA_MAX', None)\n"
+        "from sepops.pretrained import one_malloc_arena, trim_heap\n"
+        "one_malloc_arena(); trim_heap()\n"
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"MALLOC_ARENA_MAX\"])'],"
+        " capture_output=True, text=True)\n"
+        "print(child.stdout.strip())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
