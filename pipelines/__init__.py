@@ -5,10 +5,16 @@ No separation logic lives here: this package only wires :mod:`sepops` into Apach
 - :mod:`pipelines.config`     YAML job files, ``--operator`` and ``--set`` overrides, validation
 - :mod:`pipelines.options`    ``SepflowOptions``, the job's command-line flags
 - :mod:`pipelines.io`         matching inputs (globs, folders, manifests) and making track ids
+- :mod:`pipelines.track_ids`  the ids an output holds, so that they never move
 - :mod:`pipelines.unit`       one (track, operator): skip check, decode, separate, write (no Beam)
-- :mod:`pipelines.transforms` ``SeparateCatalog`` and its DoFn (Beam's counters around ``unit``)
+- :mod:`pipelines.transforms` ``MatchCatalog``, ``SeparateCatalog``, ``WriteMetadata`` and their DoFns
 - :mod:`pipelines.metadata`   the Parquet schema, per-unit parts, metadata shards, summary
+- :mod:`pipelines.features`   the features table (per-stem features of ``sepops.features``)
 - :mod:`pipelines.run`        building and running the pipeline, progress and summary
+- :mod:`pipelines.evaluate`   ``sepflow evaluate``: scores against reference stems, a Beam job
+- :mod:`pipelines.report`     ``sepflow report``: a self-contained HTML page about a run
+  (``report_data``, ``report_figures``, ``report_sections``, ``report_html``)
+- :mod:`pipelines.sdk_worker` the multi-process runner's worker, without its start-up chatter
 - :mod:`pipelines.cli`        the ``sepflow`` command
 """
 import os

@@ -4,7 +4,7 @@ Each ok stem of a run gets one row in ``<output>/features/*.parquet`` (keyed by
 ``track_id``, ``label``, ``stem``, like the metadata table), computed by
 :mod:`sepops.features` on the stem in memory before it is written, in the same unit (no
 second decode). Which features are computed is the job's ``features:`` section
-(:class:`pipelines.config.FeaturesConfig`); a feature that was not asked for, or does not
+(:class:`sepops.features.FeatureSettings`); a feature that was not asked for, or does not
 apply to the stem (tempo on a lead, f0 on drums), is null. Storage follows the metadata
 table's: a per-unit part under ``<output>/_sepflow/features/<label>/<track_id>.parquet``
 (written before the metadata part, the unit's completeness marker), shards staged under the

@@ -356,11 +356,6 @@ class _CommonRootFn(beam.CombineFn):
         return acc or ""
 
 
-def _first_match(keyed):
-    _, matches = keyed
-    return min(matches, key=lambda m: m.index)
-
-
 def _by_caseless_id(track: Track):
     return track.track_id.casefold(), track
 

@@ -1,8 +1,8 @@
 """One (track, operator) of the catalog job: skip check, decode, separate, write, record.
 
 Nothing here imports Beam: ``SeparateTrackFn`` (:mod:`pipelines.transforms`) calls these
-functions and adds only counters and its small result dicts, so the unit can be run and
-tested without a pipeline::
+functions (and decides per track whether to stream and how long to wait), so the unit can be
+run and tested without a pipeline::
 
     unit = Unit.of(track, spec, job)
     if not is_complete(unit, job, output, operator):
