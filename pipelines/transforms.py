@@ -414,8 +414,10 @@ class MatchCatalog(beam.PTransform):
             | "Inputs" >> beam.Create(elements)
             | "ListInputs" >> beam.ParDo(_ExpandInputFn(self.extensions, self.output, self.run_id))
         )
-        known = pbegin | "Output" >> beam.Create([self.output]) | "KnownIds" >> beam.Map(read_known_ids)
         root = matched | "Roots" >> beam.Map(lambda m: m.root) | "IdRoot" >> beam.CombineGlobally(_CommonRootFn())
+        # Read once, from the singleton root (not a Create of its own: the graph stays small).
+        output = self.output
+        known = root | "KnownIds" >> beam.Map(lambda _: read_known_ids(output))
         return (
             matched
             | "Name" >> beam.Map(lambda m, root: (m.uri, (m, name_track(m, root))), root=beam.pvalue.AsSingleton(root))

@@ -471,8 +471,10 @@ _AUDIBLE_DB = -60.0
 def sum_of_squares(a: np.ndarray, chunk: int = 1 << 20) -> float:
     """Sum of squares in float64, a chunk at a time: no float64 copy of a whole stem (twice
     its size, 127 MB for 3 minutes of stereo)."""
+    # np.sum's pairwise summation, not a BLAS dot: the same sums in every process (a dot's
+    # last bits depend on the buffer's alignment), so every runner writes the same rows.
     flat = a.reshape(-1)
-    return float(sum(np.dot(part, part) for part in (flat[i:i + chunk].astype(np.float64) for i in range(0, flat.size, chunk))))
+    return float(sum(np.sum(np.square(flat[i:i + chunk], dtype=np.float64)) for i in range(0, flat.size, chunk)))
 
 
 def peak_of(a: np.ndarray) -> float:
