@@ -377,12 +377,14 @@ class _RecordNewIdsFn(beam.DoFn):
     def process(self, track: Track):
         if track.new_id:
             self._new.append(track)
-            if len(self._new) >= 10_000:
-                self.finish_bundle()
+            if len(self._new) >= 10_000:  # a bounded buffer, whatever the bundle's size
+                self._record()
         yield track
 
     def finish_bundle(self):
-        # A side effect only (the DaskRunner drops finish_bundle's outputs).
+        self._record()  # a side effect only (the DaskRunner drops finish_bundle's outputs)
+
+    def _record(self):
         write_new_ids(self.output, self.run_id, self._new)
         self._new = []
 
@@ -392,8 +394,8 @@ class MatchCatalog(beam.PTransform):
 
     ``Create((pattern, shard, shards)) -> ParDo(list it) -> Map(name, root) -> GroupByKey(URI)
     -> GroupByKey(id, without case) -> FlatMap(disambiguate, the output's known ids) ->
-    ParDo(record new ids)``: a file keeps the id an earlier run gave it (:mod:`pipelines.track_ids`). The graph holds only the
-    patterns, whatever the catalog's size. Each pattern's listing is split into ``shards``
+    ParDo(record new ids)``: a file keeps the id an earlier run gave it
+    (:mod:`pipelines.track_ids`). The graph holds only the patterns, whatever the catalog's size. Each pattern's listing is split into ``shards``
     (workers list it and keep their hash share of the paths: on the DaskRunner, where
     ``Reshuffle`` does nothing, the shards are the partitions the separation runs in). Ids
     are those of :func:`pipelines.io.match_inputs`: relative to the deepest folder common to

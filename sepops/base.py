@@ -96,7 +96,7 @@ class StftParams:
         """:meth:`stft` at sample rate ``sr``: ``n_fft`` scaled by ``sr / stft_rate`` (up to
         the next size the FFT is fast at, < 1 % more) and ``hop_length`` by the same factor:
         the same window in seconds and bins in hertz at any rate (defaults: 2048 and 512 at
-        22.05 kHz, 4096 and 1024 at 44.1 kHz, 4480 and 1120 at 48 kHz)."""
+        22.05 kHz, 4096 and 1024 at 44.1 kHz, 4500 and 1125 at 48 kHz)."""
         from scipy.fft import next_fast_len
 
         cfg = self.stft()

@@ -257,20 +257,9 @@ def trim_heap(*_: Any) -> None:
     HTDemucs) glibc otherwise keeps, so that a worker's memory does not creep up as it
     separates (measured: 0.64 instead of 1.01 GB resident after 30 s of audio, no slower).
     A no-op where there is no glibc; any arguments (a progress callback's) are ignored."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 - probe: not glibc -> AttributeError
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def one_malloc_arena() -> None:
@@ -282,14 +271,31 @@ def one_malloc_arena() -> None:
     thread's (measured: 1.63 against 1.24 GB for a 1 s input). Call it before the process
     starts threads: a thread that already has a heap keeps it. A no-op without glibc.
     """
-    import ctypes
     import os
 
     os.environ.setdefault("MALLOC_ARENA_MAX", "1")
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, 1)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (it has ``malloc_trim`` and ``mallopt``), else ``None``;
+    loaded once."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - probe: not glibc -> AttributeError
+            _LIBC.mallopt  # noqa: B018
+        except (OSError, AttributeError):
+            _LIBC = False
+    return _LIBC or None
+
+
+_LIBC: Any = None
 
 
 def resolve_device(device: str = "auto", *, operator: str = "unet") -> str:
