@@ -38,6 +38,7 @@ The fixed point is found on at most ``max_samples`` samples spread evenly over t
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -52,7 +53,10 @@ from ..spectral import Analysis
 if TYPE_CHECKING:
     from ..stream import AudioStream
 
-__all__ = ["IcaConfig", "IcaModel", "IcaOperator", "IcaResult", "fastica", "fastica_stream", "order_sources", "whiten"]
+__all__ = [
+    "FastICASettings", "IcaConfig", "IcaModel", "IcaOperator", "IcaResult", "fastica", "fastica_stream",
+    "order_sources", "whiten",
+]
 
 
 def whiten(X: np.ndarray, n_components: int | None = None, rank_tol: float = 1e-8):
@@ -160,25 +164,10 @@ class IcaResult:
     converged: bool
 
 
-def fastica(
-    X: np.ndarray,
-    n_components: int | None = None,
-    *,
-    fun: str = "logcosh",
-    alpha: float = 1.0,
-    max_iter: int = 200,
-    tol: float = 1e-4,
-    max_samples: int = 0,
-    polish_iterations: int = 0,
-    seed: int = 0,
-) -> IcaResult:
-    """FastICA with symmetric decorrelation, in float64.
+@dataclass(frozen=True)
+class FastICASettings:
+    """How :func:`fastica` and :func:`fastica_stream` fit, declared once for both.
 
-    Parameters
-    ----------
-    X : np.ndarray, shape (channels, samples)
-    n_components : int, optional
-        Number of sources (default: the rank of ``X``'s covariance, at most ``channels``).
     fun : {"logcosh", "exp", "cube"}
         Contrast function; ``alpha`` (1..2) scales ``logcosh``.
     max_iter, tol : int, float
@@ -189,23 +178,51 @@ def fastica(
         Further iterations on all samples after the subsampled fit (when subsampling).
     seed : int
         Seed of the random initial rotation.
+    """
+
+    fun: Literal["logcosh", "exp", "cube"] = "logcosh"
+    alpha: float = 1.0
+    max_iter: int = 200
+    tol: float = 1e-4
+    max_samples: int = 0
+    polish_iterations: int = 0
+    seed: int = 0
+
+    @classmethod
+    def of(cls, settings: FastICASettings | None, overrides: dict) -> FastICASettings:
+        """``settings`` (default: the defaults) with the fields named in ``overrides`` replaced."""
+        return dataclasses.replace(settings or cls(), **overrides)
+
+
+def fastica(
+    X: np.ndarray, n_components: int | None = None, settings: FastICASettings | None = None, **overrides
+) -> IcaResult:
+    """FastICA with symmetric decorrelation, in float64.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (channels, samples)
+    n_components : int, optional
+        Number of sources (default: the rank of ``X``'s covariance, at most ``channels``).
+    settings : FastICASettings, optional
+        The fit's settings (default: ``FastICASettings()``); keyword ``overrides`` replace
+        single fields (``fastica(X, seed=1)``).
 
     Returns
     -------
     IcaResult
     """
+    s = FastICASettings.of(settings, overrides)
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     channels, n = X.shape
     mean = X.mean(axis=1, keepdims=True) if n else np.zeros((channels, 1))
     Xc = X - mean
-    stride = sample_stride(n, max_samples)
-    K, K_inv, W, it, converged = _fit_sample(
-        Xc[:, ::stride], n_components, fun=fun, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed
-    )
-    if K.shape[0] and stride > 1 and polish_iterations > 0:
+    stride = sample_stride(n, s.max_samples)
+    K, K_inv, W, it, converged = _fit_sample(Xc[:, ::stride], n_components, s)
+    if K.shape[0] and stride > 1 and s.polish_iterations > 0:
         # All samples, in float32: twice as fast, and precise enough to refine a fixed point.
         Z = (K @ Xc).astype(np.float32)
-        W, extra, converged = _fixed_point(Z, W, _nonlinearity(fun, alpha), polish_iterations, tol)
+        W, extra, converged = _fixed_point(Z, W, _nonlinearity(s.fun, s.alpha), s.polish_iterations, s.tol)
         it += extra
     return _result(K, K_inv, W, mean, it, converged)
 
@@ -216,16 +233,16 @@ def sample_stride(n: int, max_samples: int) -> int:
     return max(1, -(-n // max_samples)) if max_samples and n > max_samples else 1
 
 
-def _fit_sample(Xc, n_components, *, fun, alpha, max_iter, tol, seed):
+def _fit_sample(Xc, n_components, s: FastICASettings):
     """Whitening of the centred sample ``Xc`` and the fixed point found on it:
     ``(K, K_inv, W, iterations, converged)``; ``K`` has no rows when the sample is silent."""
     K, K_inv = whiten(Xc, n_components)
     r = K.shape[0]
     if r == 0:
         return K, K_inv, np.zeros((0, 0)), 0, True
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(s.seed)
     W = _sym_decorrelation(rng.standard_normal((r, r)))
-    W, it, converged = _fixed_point(K @ Xc, W, _nonlinearity(fun, alpha), max_iter, tol)
+    W, it, converged = _fixed_point(K @ Xc, W, _nonlinearity(s.fun, s.alpha), s.max_iter, s.tol)
     return K, K_inv, W, it, converged
 
 
@@ -239,15 +256,10 @@ def _result(K, K_inv, W, mean, it, converged) -> IcaResult:
 def fastica_stream(
     passes: Callable[[], AbstractContextManager[AudioStream]],
     n_components: int | None = None,
+    settings: FastICASettings | None = None,
     *,
-    fun: str = "logcosh",
-    alpha: float = 1.0,
-    max_iter: int = 200,
-    tol: float = 1e-4,
-    max_samples: int = 0,
-    polish_iterations: int = 0,
-    seed: int = 0,
     block: int = 1 << 19,
+    **overrides,
 ) -> tuple[IcaResult, np.ndarray]:
     """:func:`fastica` of a whole stream, in memory bounded by ``block`` frames.
 
@@ -263,13 +275,15 @@ def fastica_stream(
         ``sum_t x(t) x(t)^T`` of the uncentred signal, float64 (the energy of any linear
         combination of the channels follows from it).
     """
+    s = FastICASettings.of(settings, overrides)
+
     def read(stream):
         while (x := stream.read(block)).shape[1]:
             yield x
 
     with passes() as stream:
         channels, frames = stream.channels, stream.frames
-        stride = sample_stride(frames, max_samples) if frames else 0
+        stride = sample_stride(frames, s.max_samples) if frames else 0
         n, total, moments, sample = 0, np.zeros((channels, 1)), np.zeros((channels, channels)), []
         for x in read(stream):
             x64 = x.astype(np.float64)
@@ -278,21 +292,19 @@ def fastica_stream(
             if stride:
                 sample.append(x64[:, (-n) % stride :: stride].copy())  # a copy: a view would keep the block
             n += x.shape[1]
-    if not stride or stride != sample_stride(n, max_samples):
+    if not stride or stride != sample_stride(n, s.max_samples):
         # The header's length was missing or wrong: one more pass with the true stride.
-        stride, sample, seen = sample_stride(n, max_samples), [], 0
+        stride, sample, seen = sample_stride(n, s.max_samples), [], 0
         with passes() as stream:
             for x in read(stream):
                 sample.append(x[:, (-seen) % stride :: stride].astype(np.float64))
                 seen += x.shape[1]
     mean = total / max(n, 1)
     Xs = np.concatenate(sample, axis=1) - mean if sample else np.zeros((channels, 0))
-    K, K_inv, W, it, converged = _fit_sample(
-        Xs, n_components, fun=fun, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed
-    )
+    K, K_inv, W, it, converged = _fit_sample(Xs, n_components, s)
     if K.shape[0] and stride > 1:
-        g = _nonlinearity(fun, alpha)
-        for _ in range(polish_iterations):
+        g = _nonlinearity(s.fun, s.alpha)
+        for _ in range(s.polish_iterations):
             sum_gz, sum_gp = 0.0, 0.0
             with passes() as stream:
                 for x in read(stream):
@@ -301,7 +313,7 @@ def fastica_stream(
                     sum_gz, sum_gp = sum_gz + gz, sum_gp + gp
             W, lim = _fixed_point_step(W, sum_gz, sum_gp, n)
             it += 1
-            converged = lim < tol
+            converged = lim < s.tol
             if converged:
                 break
     return _result(K, K_inv, W, mean, it, converged), moments
@@ -373,6 +385,11 @@ class IcaConfig:
         if self.max_samples < 0 or self.polish_iterations < 0:
             raise ValueError("max_samples and polish_iterations must be >= 0")
 
+    @property
+    def settings(self) -> FastICASettings:
+        """The fit's settings: this config's fields of the same names."""
+        return FastICASettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(FastICASettings)})
+
 
 @register
 class IcaOperator(Operator):
@@ -414,10 +431,7 @@ class IcaOperator(Operator):
         if channels == 1 and n_stems == 1:
             fitted.model = IcaModel(np.ones((1, 1), np.float32), np.ones((1, 1), np.float32), [0], 1)
             return fitted
-        res, moments = fastica_stream(
-            passes, min(n_stems, channels), fun=c.fun, alpha=c.alpha, max_iter=c.max_iter, tol=c.tol,
-            max_samples=c.max_samples, polish_iterations=c.polish_iterations, seed=c.seed,
-        )
+        res, moments = fastica_stream(passes, min(n_stems, channels), c.settings)
         # The energy of image i is |A_i|^2 times that of source i, u_i^T (sum x x^T) u_i.
         source_energy = np.einsum("ic,cd,id->i", res.unmixing, moments, res.unmixing)
         energies = np.sum(res.mixing**2, axis=0) * source_energy
@@ -436,10 +450,7 @@ class IcaOperator(Operator):
         n_stems = c.n_sources or channels
         if channels == 1 and n_stems == 1:
             return {"source_1": x.copy()}
-        res = fastica(
-            x, min(n_stems, channels), fun=c.fun, alpha=c.alpha, max_iter=c.max_iter, tol=c.tol,
-            max_samples=c.max_samples, polish_iterations=c.polish_iterations, seed=c.seed,
-        )
+        res = fastica(x, min(n_stems, channels), c.settings)
         # Sources from the uncentred mixture, so that the images carry the mean too. float32
         # is ample here (the unmixing was estimated in float64) and halves the memory traffic.
         model = IcaModel(res.unmixing.astype(np.float32), res.mixing.astype(np.float32), [], n_stems)
