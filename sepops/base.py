@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from . import masks as _masks
+from . import resources
 from .config import build_config
-from .errors import OperatorConfigError
+from .errors import OperatorConfigError, ResourceNotFoundError
 from .registry import get_operator, list_operators, operator_class, register
 from .spectral import Analysis, StftConfig
 
@@ -124,6 +125,10 @@ class Operator(ABC):
     #: raises the same errors: building the operator then skips the check, which would
     #: load the model a second time.
     loads_resources_when_built: ClassVar[bool] = False
+    #: ``(parameter, kind)`` pairs: the config parameters that name a shipped resource, with
+    #: its kind in :func:`sepops.resources.resolve` (``(("dictionary", "nmf_dictionary"),)``);
+    #: the default :meth:`check_resources` resolves each one that is set.
+    resource_params: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, config: Any = None, /, **params: Any):
         if config is None:
@@ -151,7 +156,16 @@ class Operator(ABC):
     @classmethod
     def check_resources(cls, config: Any) -> None:
         """Raise ``OperatorConfigError`` naming the parameter if a resource it names is
-        missing. Operators without resources keep this no-op."""
+        missing: by default, ``ResourceNotFoundError`` for each of :attr:`resource_params`
+        that is set and does not resolve (none: a no-op)."""
+        for param, kind in cls.resource_params:
+            value = getattr(config, param)
+            if value is None:
+                continue
+            try:
+                resources.resolve(kind, value)
+            except ResourceNotFoundError as exc:
+                raise ResourceNotFoundError(f"operator {cls.name!r} parameter {param!r}: {exc}") from None
 
     @property
     @abstractmethod

@@ -68,10 +68,9 @@ from typing import Literal
 
 import numpy as np
 
-from .. import resources
 from ..base import MaskingOperator, StftParams
 from ..blocks import WINDOWED_CONTEXT_S, WINDOWED_CROSSFADE_S, BlockContext
-from ..errors import OperatorConfigError, ResourceNotFoundError
+from ..errors import OperatorConfigError
 from ..nmf.core import nmf
 from ..nmf.dictionary import NmfDictionary, load_dictionary
 from ..nmf.grouping import group_components
@@ -188,6 +187,7 @@ class NmfOperator(MaskingOperator):
 
     name = "nmf"
     Config = NmfConfig
+    resource_params = (("dictionary", "nmf_dictionary"),)  # checked by Operator.check_resources
     #: For ``sepflow operators``: the stems depend on the mode.
     stems_description = (
         "unsupervised: repeating, non_repeating (grouping repetition), percussive, harmonic "
@@ -209,14 +209,6 @@ class NmfOperator(MaskingOperator):
                     f"{self.dictionary.stems}"
                 )
         self._templates_cache: dict = {}
-
-    @classmethod
-    def check_resources(cls, config: NmfConfig) -> None:
-        if config.dictionary is not None:
-            try:
-                resources.resolve("nmf_dictionary", config.dictionary)
-            except ResourceNotFoundError as exc:
-                raise ResourceNotFoundError(f"operator 'nmf' parameter 'dictionary': {exc}") from None
 
     @property
     def stem_names(self) -> list[str]:

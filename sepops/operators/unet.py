@@ -17,10 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from .. import resources
 from ..base import Operator
 from ..blocks import BlockContext
-from ..errors import ResourceNotFoundError
 from ..registry import register
 from ..spectral import Analysis, StftConfig
 
@@ -76,6 +74,7 @@ class UNetOperator(Operator):
 
     name = "unet"
     Config = UNetConfig
+    resource_params = (("model", "unet_model"),)  # checked by Operator.check_resources
 
     def __init__(self, config: UNetConfig | None = None, /, **params):
         super().__init__(config, **params)
@@ -93,13 +92,6 @@ class UNetOperator(Operator):
             wiener_iterations=c.wiener_iterations,
         )
         self.device = self.separator.device
-
-    @classmethod
-    def check_resources(cls, config: UNetConfig) -> None:
-        try:
-            resources.resolve("unet_model", config.model)
-        except ResourceNotFoundError as exc:
-            raise ResourceNotFoundError(f"operator 'unet' parameter 'model': {exc}") from None
 
     @property
     def stem_names(self) -> list[str]:
