@@ -5,7 +5,7 @@ loops (mono). Speed: times real time on 30 s of 44.1 kHz stereo on one thread (f
 CPU time, the work done, beside wall time, which on a loaded machine includes waits), STFT and
 inverse STFT included for both.
 
-    python benchmarks/bench_hpss.py
+    python -m benchmarks.bench_hpss
 """
 from __future__ import annotations
 
@@ -15,12 +15,8 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 
 STEMS = ("percussive", "harmonic")

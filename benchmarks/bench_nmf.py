@@ -1,6 +1,6 @@
 """NMF operator vs scikit-learn's NMF: SDR on the validation set, speed at 1 thread.
 
-    python benchmarks/bench_nmf.py
+    python -m benchmarks.bench_nmf
 
 Quality (BSS Eval v3, whole 12 s, mean SDR over the task's stems, 6 pieces each):
 
@@ -28,13 +28,10 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 from sepops import get_operator
 from sepops.masks import stems_from_estimates

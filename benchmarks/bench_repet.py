@@ -14,7 +14,7 @@ the 6 validation loops (mono). Speed: times real time on 30 s of 44.1 kHz stereo
 (fastest of 5; CPU time, the work done, beside wall time, which on a loaded machine includes
 waits).
 
-    python benchmarks/bench_repet.py
+    python -m benchmarks.bench_repet
 """
 from __future__ import annotations
 
@@ -23,13 +23,9 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import scipy.signal
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_times, load_piece, pieces, print_table, stereo_44k
 
 STEMS = ("accompaniment", "lead")

@@ -6,17 +6,13 @@ Each measurement runs in a fresh process, so its peak resident memory (``ru_maxr
 its own. ``cpu_s`` is the CPU time of one run; on a busy machine ``audio_s / cpu_s`` is a
 steadier estimate of the speed per core than the wall-clock figures. Goal: >= 20x real time per CPU core for the 2-stem model.
 
-    python benchmarks/bench_unet.py [--seconds 300] [--repeat 2]
+    python -m benchmarks.bench_unet [--seconds 300] [--repeat 2]
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
 import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import best_time, print_table, stereo_44k
 

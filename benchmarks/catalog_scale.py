@@ -1,10 +1,10 @@
 """Catalogs of many tiny tracks through `sepflow run`: wall time, per-track overhead, and the
 peak memory of the driver and of a worker, as the catalog grows.
 
-    python benchmarks/catalog_scale.py                               # 1,000 and 10,000 tracks, in-process
-    python benchmarks/catalog_scale.py --tracks 1000,10000,100000
-    python benchmarks/catalog_scale.py --runner dask --workers 1,2,4 --tracks 2000
-    python benchmarks/catalog_scale.py --runner dask --workers 1,2 --tracks 32 --seconds 180 --sr 44100 --channels 2
+    python -m benchmarks.catalog_scale                               # 1,000 and 10,000 tracks, in-process
+    python -m benchmarks.catalog_scale --tracks 1000,10000,100000
+    python -m benchmarks.catalog_scale --runner dask --workers 1,2,4 --tracks 2000
+    python -m benchmarks.catalog_scale --runner dask --workers 1,2 --tracks 32 --seconds 180 --sr 44100 --channels 2
 
 Tracks are WAV of ``--seconds`` (default 0.2 s of mono 8 kHz noise: the work per track is then
 almost all overhead; a second or more: the validation loops, tiled and resampled), in folders
@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from benchmarks.common import print_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SR = 8000
 

@@ -1,7 +1,7 @@
 """Every classic operator beside an independent implementation, in one run.
 
-    python benchmarks/classic_operators.py            # all: hpss, repet, nmf, ica
-    python benchmarks/classic_operators.py hpss ica   # some
+    python -m benchmarks.classic_operators            # all: hpss, repet, nmf, ica
+    python -m benchmarks.classic_operators hpss ica   # some
 
 Each section is one ``benchmarks/bench_<op>.py``: SDR (BSS Eval v3) on the validation set and
 x real time on 30 s of 44.1 kHz stereo at one thread, ours and the reference measured in
@@ -19,9 +19,7 @@ import importlib
 import platform
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import print_table
 
 SECTIONS = {

@@ -6,7 +6,7 @@ mixture and scored with BSS Eval v3; rows give the mean SDR over the task's stem
 Supervised NMF (operator "nmf" with its shipped dictionary for the subset) is included when
 that operator and dictionary exist.
 
-    python benchmarks/eval_unet.py [--model DIR_OR_NAME ...] [--record]
+    python -m benchmarks.eval_unet [--model DIR_OR_NAME ...] [--record]
 
 ``--record`` writes the figures into the model's config.json (``validation``), where
 tests/test_unet.py checks that the model still reproduces them.
@@ -17,11 +17,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import load_piece, manifest, print_table
 

@@ -1,7 +1,7 @@
 """What the features table costs, as a share of each operator's separation time.
 
-    python benchmarks/features_cost.py                 # 30 s of 44.1 kHz stereo, every operator
-    python benchmarks/features_cost.py --seconds 60 hpss unet
+    python -m benchmarks.features_cost                 # 30 s of 44.1 kHz stereo, every operator
+    python -m benchmarks.features_cost --seconds 60 hpss unet
 
 For each operator: its separation of the signal (best of 3, one thread), then the features of
 its stems (``sepops.features.extract_features``, as the pipeline computes them in the unit):
@@ -18,10 +18,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse
 import platform
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_time, print_table, stereo_44k
 
 OPERATORS = ["hpss", "repet", "repet_sim", "nmf", "ica", "unet"]

@@ -1,10 +1,10 @@
 """An hour-long track through `sepflow run`: peak memory of the process and x real time,
 and the cost of separating in blocks, for every operator.
 
-    python benchmarks/long_track.py                            # 60 min, every operator, streamed
-    python benchmarks/long_track.py --operator hpss --modes streamed,whole --minutes 20
-    python benchmarks/long_track.py --operator repet,nmf --songs 60      # blocks vs whole, seams
-    python benchmarks/long_track.py --operator hpss --seams 60           # 12 s pieces (exact ones)
+    python -m benchmarks.long_track                            # 60 min, every operator, streamed
+    python -m benchmarks.long_track --operator hpss --modes streamed,whole --minutes 20
+    python -m benchmarks.long_track --operator repet,nmf --songs 60      # blocks vs whole, seams
+    python -m benchmarks.long_track --operator hpss --seams 60           # 12 s pieces (exact ones)
 
 The track is 44.1 kHz stereo FLAC made of the validation pieces (loops and chorales),
 resampled, each with a random gain between -12 and 0 dB, end to end until the length is
@@ -40,10 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from benchmarks.common import DATA_DIR, manifest, print_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> (operator, its parameters): what --operator accepts.
 PRESETS = {

@@ -1,8 +1,8 @@
 """Onset detection against the notes of the score: sepflow's detector beside librosa's default.
 
-    python benchmarks/onsets.py --data /tmp/onset_train              # pieces already rendered
-    python benchmarks/onsets.py --data /tmp/onset_train --data /tmp/onset_train_44k
-    python benchmarks/onsets.py --render /tmp/onset_train            # renders 12 chorales + 12 loops first
+    python -m benchmarks.onsets --data /tmp/onset_train              # pieces already rendered
+    python -m benchmarks.onsets --data /tmp/onset_train --data /tmp/onset_train_44k
+    python -m benchmarks.onsets --render /tmp/onset_train            # renders 12 chorales + 12 loops first
 
 Ground truth: pieces rendered from MIDI by ``../shared/training/render_training_set.py`` (the
 training kit; never ``../shared/data`` nor ``../shared/real``). The kit's own functions are
@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ROOT, print_table  # (sets NUMBA_CACHE_DIR)
 
 KIT = ROOT.parent / "shared" / "training" / "render_training_set.py"

@@ -1,7 +1,7 @@
 """What the Beam job costs over a plain Python loop, and what a second worker process buys.
 
-    python benchmarks/pipeline_overhead.py                  # 8 tracks x 30 s, hpss
-    python benchmarks/pipeline_overhead.py --tracks 16 --seconds 60 --operator hpss
+    python -m benchmarks.pipeline_overhead                  # 8 tracks x 30 s, hpss
+    python -m benchmarks.pipeline_overhead --tracks 16 --seconds 60 --operator hpss
 
 Tracks are 44.1 kHz stereo, tiled from the validation loops into a temporary folder. Every
 variant does the same work per track: decode, separate, encode and write every stem (the
@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, stereo_44k
 

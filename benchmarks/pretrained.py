@@ -1,9 +1,9 @@
 """Pretrained models over a catalog: `sepflow run` against the demucs command line, same
 machine, same run, same random-weight full-size models, same files.
 
-    python benchmarks/pretrained.py                                  # everything below
-    python benchmarks/pretrained.py --runs demucs_sepflow_1,demucs_cli --tracks 2 --minutes 1
-    python benchmarks/pretrained.py --runs roformer_sepflow_1,roformer_sepflow_2,roformer_long
+    python -m benchmarks.pretrained                                  # everything below
+    python -m benchmarks.pretrained --runs demucs_sepflow_1,demucs_cli --tracks 2 --minutes 1
+    python -m benchmarks.pretrained --runs roformer_sepflow_1,roformer_sepflow_2,roformer_long
 
 Models (random weights, written here; nothing is downloaded):
 
