@@ -141,9 +141,11 @@ def pair_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     if not live:
         return float("nan")
     with _one_torch_thread():
-        values = fast_bss_eval.sdr(
-            torch.from_numpy(reference[live][:, None, :]), torch.from_numpy(estimate[live][:, None, :])
-        ).numpy()
+        # sdr_loss, not sdr: sdr also solves a permutation, which for one source is the
+        # identity and fails on an infinite score (an estimate exact in float32).
+        values = -fast_bss_eval.sdr_loss(
+            torch.from_numpy(estimate[live][:, None, :]), torch.from_numpy(reference[live][:, None, :]), pairwise=True
+        )[..., 0, 0].numpy()
     return float(np.mean(values))
 
 
