@@ -28,10 +28,7 @@ from typing import NamedTuple
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # the pipeline itself failed
-EXIT_USAGE = 2  # bad flags, config or inputs: nothing ran
-EXIT_TRACK_ERRORS = 3  # with --strict: the job finished but some tracks failed
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_TRACK_ERRORS, EXIT_USAGE, UsageError  # noqa: F401 - re-exported
 
 
 class Subcommand(NamedTuple):
@@ -410,10 +407,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("sepflow").setLevel(logging.INFO)
         os.environ["SEPFLOW_VERBOSE"] = "1"  # Beam's worker processes log their start-up too
     return command.handler(args, beam_args)
-
-
-class UsageError(ValueError):
-    """A command line that must not run: one line on stderr, exit status 2."""
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -57,6 +57,8 @@ from sepops.errors import OperatorConfigError
 from sepops.features import FeatureSettings
 from sepops.registry import operator_class
 
+from .errors import ConfigError
+
 __all__ = [
     "AudioSettings",
     "ConfigError",
@@ -71,9 +73,6 @@ __all__ = [
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-
-class ConfigError(ValueError):
-    """The job configuration is invalid; the message names the offending key."""
 
 
 @dataclass(frozen=True)

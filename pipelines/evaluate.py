@@ -46,18 +46,26 @@ from sepops import metrics
 from sepops.audio import write_bytes_atomic
 from sepops.metrics import align, score_stems
 
+from .driver import (
+    ProgressLine,
+    job_dir,
+    make_runner,
+    pipeline_options,
+    remove_job_dir,
+    write_progress,
+)
 from .io import join_uri
-from .metadata import (
+from .tables import (
+    EVALUATION_DIR,
+    EVALUATION_SCHEMA,
     METADATA_DIR,
     STATUS_ERROR,
     STATUS_OK,
     publish_shards,
     read_table_folder,
-    run_dir,
-    schema_field,
     shard_of,
-    write_progress,
 )
+from .tables import EVALUATION_SUMMARY_DIR as SUMMARY_DIR
 
 __all__ = [
     "EVALUATION_DIR",
@@ -77,9 +85,6 @@ __all__ = [
 
 _LOG = logging.getLogger("sepflow")
 
-EVALUATION_DIR = "evaluation"
-#: The summary of the latest evaluation, as JSON (outside evaluation/, which holds only Parquet).
-SUMMARY_DIR = "evaluation_summary"
 #: The oracle baselines ``--oracles`` may name: the ideal masks and the mixture itself.
 ORACLES = ("ibm", "irm", "mix")
 #: Extensions of reference audio files in a folder of references.
@@ -88,35 +93,6 @@ MATCH_NAME = "name"
 MATCH_BEST = "best_assignment"
 MATCH_ORACLE = "oracle"
 
-
-#: The schema of ``<output>/evaluation/*.parquet`` (``sepflow report`` reads these columns).
-EVALUATION_SCHEMA = pa.schema(
-    [
-        schema_field("track_id", pa.string(), "the estimate's track id (for oracles: the track whose mixture was used)", False),
-        schema_field("label", pa.string(), "the operator's label in its run; for oracles the oracle's name", False),
-        schema_field("operator", pa.string(), "registered operator name; for oracles the oracle's name", False),
-        schema_field("stem", pa.string(), "the estimate's stem name; for oracles the reference stem"),
-        schema_field("reference_stem", pa.string(), "the reference stem the estimate was scored against"),
-        schema_field("reference_track", pa.string(), "the reference track (piece) the track was paired with"),
-        schema_field("matching", pa.string(), "name | best_assignment | oracle"),
-        schema_field("is_oracle", pa.bool_(), "true for the ibm / irm / mix baselines", False),
-        schema_field("estimate_uri", pa.string(), "URI of the estimated stem (oracles: of the mixture)"),
-        schema_field("reference_uri", pa.string(), "URI of the reference stem"),
-        schema_field("sdr", pa.float64(), "BSS Eval v3 SDR over the whole signal, dB"),
-        schema_field("sir", pa.float64(), "BSS Eval v3 SIR over the whole signal, dB"),
-        schema_field("sar", pa.float64(), "BSS Eval v3 SAR over the whole signal, dB"),
-        schema_field("sdr_frames_median", pa.float64(), "median SDR over 1 s frames (silent frames excluded), dB"),
-        schema_field("sir_frames_median", pa.float64(), "median SIR over 1 s frames (silent frames excluded), dB"),
-        schema_field("sar_frames_median", pa.float64(), "median SAR over 1 s frames (silent frames excluded), dB"),
-        schema_field("si_sdr", pa.float64(), "scale-invariant SDR over the whole signal, dB"),
-        schema_field("frames", pa.int32(), "frames in the medians"),
-        schema_field("duration_s", pa.float64(), "seconds scored (the shorter of estimate and reference)"),
-        schema_field("status", pa.string(), "ok | error", False),
-        schema_field("error_message", pa.string(), "the cause on error rows, naming the file"),
-        schema_field("evaluation_id", pa.string(), "the evaluation that wrote the row", False),
-        schema_field("created_at", pa.timestamp("ms", tz="UTC"), "when the row was written", False),
-    ]
-)
 
 _METRIC_COLUMNS = ("sdr", "sir", "sar", "sdr_frames_median", "sir_frames_median", "sar_frames_median", "si_sdr")
 _ESTIMATE_COLUMNS = ["track_id", "label", "operator", "stem", "stem_uri", "source_uri", "status"]
@@ -439,7 +415,7 @@ def evaluate_reference_track(
 
 # --- the Beam job -------------------------------------------------------------------------
 def _staging_dir(output: str, evaluation_id: str) -> str:
-    return join_uri(run_dir(output, evaluation_id), EVALUATION_DIR)
+    return join_uri(job_dir(output, evaluation_id), EVALUATION_DIR)
 
 
 def _read_estimates(item: tuple[int, str]) -> Iterable[dict]:
@@ -527,7 +503,7 @@ def build_pipeline(metadata_files, references_uri, oracles, output, evaluation_i
     import apache_beam as beam
 
     key_fn, evaluate_fn, write_fn = _make_dofns()
-    done_uri = join_uri(run_dir(output, evaluation_id), "done.json")
+    done_uri = join_uri(job_dir(output, evaluation_id), "done.json")
     pipeline = beam.Pipeline(runner=runner, options=options)
     _ = (
         pipeline
@@ -755,8 +731,6 @@ def evaluate(
     UsageError
         Bad references, runs without metadata, unknown oracles: nothing ran.
     """
-    from .run import _ProgressLine, _remove_run_dir, make_runner, pipeline_options
-
     started = time.perf_counter()
     stream = stream or sys.stderr
     if not estimates:
@@ -773,7 +747,7 @@ def evaluate(
     _LOG.info("evaluation %s: %d runs against %d reference tracks (%s) with %s -> %s", evaluation_id,
               len(estimates), len(reference_set.tracks), references, type(runner).__name__, output)
     pipeline = build_pipeline(files, references, oracles, output, evaluation_id, max(1, shards), options, runner)
-    watcher = _ProgressLine(output, evaluation_id, stream, 1.0 if "://" not in output else 5.0) if progress else None
+    watcher = ProgressLine(output, evaluation_id, stream, 1.0 if "://" not in output else 5.0) if progress else None
     result = None
     try:
         if watcher:
@@ -808,7 +782,7 @@ def evaluate(
     fs, _ = fsspec.core.url_to_fs(output)
     for path in earlier:
         fs.rm_file(path)
-    _remove_run_dir(output, evaluation_id)
+    remove_job_dir(output, evaluation_id)
     _remove_empty_dirs(fs, [join_uri(output, "_sepflow", "runs"), join_uri(output, "_sepflow")])
     return EvaluationResult(evaluation_id, output, table.num_rows, len(errors), summary, sorted(set(errors)),
                             time.perf_counter() - started, published + [summary_uri])

@@ -28,6 +28,8 @@ import fsspec
 
 from sepops.audio import is_local
 
+from .errors import InputError
+
 __all__ = [
     "InputError",
     "InputPattern",
@@ -55,9 +57,6 @@ _MAX_COMPONENT_BYTES = 200
 MANIFEST_EXTENSIONS = (".csv", ".parquet")
 _URI_COLUMNS = ("uri", "path", "source_uri")
 
-
-class InputError(ValueError):
-    """The inputs cannot be resolved into tracks (nothing matched, missing file, bad manifest)."""
 
 
 @dataclass(frozen=True)

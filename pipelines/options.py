@@ -16,15 +16,14 @@ import importlib.util
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from .errors import BeamOptionError
+
 __all__ = ["RUNNERS", "BeamOptionError", "SepflowOptions", "beam_option_parser", "runner_problem", "split_beam_args"]
 
 #: The runners ``--runner`` may name, as the message of a wrong one lists them (DirectRunner,
 #: the default, is Beam's in-process FnApiRunner; a runner class's full module path works too).
 RUNNERS = ("DirectRunner", "DaskRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "PrismRunner")
 
-
-class BeamOptionError(ValueError):
-    """A Beam option with a value its option refuses (``--direct_num_workers=two``)."""
 
 
 class _OptionParser(_BeamArgumentParser):
@@ -136,14 +135,14 @@ def runner_problem(runner) -> str | None:
         return None
     from apache_beam.runners.runner import _RUNNER_MAP
 
-    from .run import _IN_PROCESS_NAMES, _RUNNER_PATHS
+    from .driver import IN_PROCESS_RUNNERS, RUNNER_PATHS
 
     name = runner.rsplit(".", 1)[-1].lower()
     if "." in runner:
         if _importable(runner.rsplit(".", 1)[0]):
             return None
         return f"--runner {runner}: no module {runner.rsplit('.', 1)[0]} to import it from"
-    if name in _IN_PROCESS_NAMES or name in _RUNNER_PATHS or name in _RUNNER_MAP or name + "runner" in _RUNNER_MAP:
+    if name in IN_PROCESS_RUNNERS or name in RUNNER_PATHS or name in _RUNNER_MAP or name + "runner" in _RUNNER_MAP:
         return None
     by_lower = {r.lower(): r for r in RUNNERS}
     close = difflib.get_close_matches(name, list(by_lower), n=1) or difflib.get_close_matches(

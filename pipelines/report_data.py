@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import ReportError
 from .io import join_uri
-from .metadata import parquet_dataset
+from .tables import parquet_dataset
 
 EVALUATION_COLUMNS = ("track_id", "label", "stem", "is_oracle", "sdr", "sir", "sar", "si_sdr", "status")
 #: The metadata columns the report reads.
@@ -24,9 +25,6 @@ METADATA_COLUMNS = (
 )
 _PUBLISHED_NAME = re.compile(r"^stems-(?P<run_id>.+)-part-\d+\.parquet$")
 
-
-class ReportError(ValueError):
-    """A usage error: the run, the evaluation or a requested track is not what was expected."""
 
 
 @dataclass
@@ -112,7 +110,7 @@ def read_run(output: str) -> RunData:
         raise ReportError(f"--run {output} does not exist (or is not a folder)")
     if not fs.isdir(join_uri(path, "metadata")) and not fs.isdir(join_uri(path, "_sepflow", "runs")):
         raise ReportError(f"--run {output} is not a sepflow output: it has no metadata/ or _sepflow/runs/")
-    from .metadata import STEM_METADATA_SCHEMA
+    from .tables import STEM_METADATA_SCHEMA
 
     metadata = read_parquet_folder(join_uri(output, "metadata"), list(METADATA_COLUMNS))
     run = RunData(output, _run_record(output, _published_run_id(output)), metadata)

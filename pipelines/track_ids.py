@@ -17,7 +17,7 @@ import pyarrow as pa
 from sepops.audio import write_bytes_atomic
 
 from .io import KnownIds, Track, join_uri
-from .metadata import METADATA_DIR, parquet_dataset, table_bytes
+from .tables import METADATA_DIR, parquet_dataset, table_bytes
 
 __all__ = ["TRACK_IDS_DIR", "read_known_ids", "write_new_ids"]
 

@@ -1,49 +1,38 @@
-"""The catalog job's transforms.
+"""The jobs' transforms: thin composites over DoFns of a few lines each.
 
-The graph is one linear chain, which every runner (DirectRunner in one or several processes,
-DaskRunner, Dataflow) executes the same way::
+The catalog job is one linear chain, which every runner (DirectRunner in one or several
+processes, DaskRunner, Dataflow) executes the same way::
 
     MatchCatalog(patterns) -> SeparateCatalog -> WriteMetadata
 
 - :class:`MatchCatalog` lists the inputs on the workers and names the tracks; the graph
   holds only the patterns, whatever the catalog's size.
-- Only small ``Track`` records (an id and a URI), result dicts and metadata rows travel
-  between stages; audio and spectrograms stay inside ``SeparateTrackFn.process``.
-- ``Reshuffle`` spreads tracks over workers on Dataflow (it stops the listing's stage from
-  fusing with the separation); the DaskRunner turns it into a no-op, so there the listing
-  is split into shards, one partition each (``run.match_shards``).
-- Each (track, operator) writes its stems and then its metadata part (the log) straight to
-  storage from ``process`` (:mod:`pipelines.unit` does that work; the DoFn adds Beam's
-  counters). Stems go to ``<output>/stems/<track_id>/<stem>.<ext>`` when the job's config
-  lists one operator, ``<output>/stems/<track_id>/<label>/<stem>.<ext>`` when it lists
-  several (``JobConfig.stems_by_label``). :class:`WriteMetadata` writes the published
-  table in shards and the run's summary. Nothing is emitted from ``finish_bundle`` (the
-  DaskRunner drops such outputs) and the chain has one leaf (the DaskRunner only runs the
-  last branch of a graph).
-- Operators are built once per worker process and job, in a module-level cache:
-  ``apache_beam.utils.shared.Shared`` was not used because it keeps only a weak reference
-  (plus one keep-alive for the latest object acquired) under a key made per ``Shared``
-  instance, so a new pipeline, or a Dask partition whose DoFn let go of the operators,
-  would build them again.
+- :class:`SeparateCatalog` spreads the tracks over the workers; its DoFn hands each track to
+  :class:`pipelines.track.TrackWork` (decode, separate, write stems and parts, all without
+  Beam) and only counts and yields the per-unit results. Audio never travels between stages.
+- :class:`WriteMetadata` writes the published tables in shards with :class:`WriteShards`, the
+  one sharded-table writer (``sepflow evaluate`` writes its table with it too), and the run's
+  summary.
+
+Nothing is emitted from ``finish_bundle`` (the DaskRunner drops such outputs) and each chain
+has one leaf (the DaskRunner only runs the last branch of a graph). ``Reshuffle`` spreads
+tracks over workers on Dataflow; the DaskRunner turns it into a no-op, so there the listing
+is split into shards, one partition each (``driver.match_shards``).
 """
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
-import fsspec
 from apache_beam.metrics import Metrics
-
-from sepops import Analysis, Operator, get_operator
 
 from . import sepflow_version
 from .config import JobConfig
-from .features import feature_part_uri, read_feature_part
+from .driver import write_progress
 from .io import (
     InputPattern,
     Track,
@@ -53,271 +42,97 @@ from .io import (
     name_track,
     remove_orphaned_temp_files,
 )
-from .metadata import (
-    STATUS_ERROR,
-    STATUS_OK,
-    STATUS_SKIPPED,
-    StemRecord,
+from .run_files import (
     empty_summary,
     merge_summaries,
-    part_uri,
-    read_part,
-    record_dict,
-    shard_of,
-    utc_now,
     write_input_report,
-    write_progress,
     write_shard,
     write_summary,
 )
+from .tables import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, shard_of
+from .track import TrackWork
 from .track_ids import read_known_ids, write_new_ids
-from .unit import (
-    LongTrack,
-    PartNotWritten,
-    Unit,
-    UnitCancelled,
-    UnitFailed,
-    WriteGuard,
-    can_stream,
-    complete_rows,
-    decode_track,
-    fail_unit,
-    read_source_tags,
-    separate_unit,
-    source_size,
-    stem_prefix,
-    stem_uri,
-    stream_unit,
-    streams,
-)
 
-__all__ = ["MatchCatalog", "SeparateCatalog", "SeparateTrackFn", "WriteMetadata", "operator_builds", "operators_for", "stem_uri"]
+__all__ = ["MatchCatalog", "SeparateCatalog", "SeparateTrackFn", "WriteMetadata", "WriteShards"]
 
 _METRICS_NAMESPACE = "sepflow"
 _LOG = logging.getLogger(__name__)
 
-# A module-level cache (rather than DoFn.setup state) is what builds operators once per
-# process on Dask, where setup runs once per partition.
-_OPERATORS: dict[str, dict[str, Operator]] = {}
-_OPERATORS_LOCK = threading.Lock()
-_BUILDS: dict[str, int] = {}
 
+class WorkerProgress:
+    """One DoFn instance's running counts of units done, written to the job's progress
+    folder at most once a second (:class:`pipelines.driver.ProgressLine` sums them)."""
 
-def operators_for(job: JobConfig) -> dict[str, Operator]:
-    """This process's operators of ``job``, by label (built on first use)."""
-    key = job.operators_key()
-    with _OPERATORS_LOCK:
-        if key not in _OPERATORS:
-            _OPERATORS[key] = {s.label: get_operator(s.operator, **s.params) for s in job.operators}
-            _BUILDS[key] = _BUILDS.get(key, 0) + 1
-        return _OPERATORS[key]
+    def __init__(self, output: str, job_id: str, interval_s: float = 1.0):
+        self.output, self.job_id, self.interval_s = output, job_id, interval_s
+        self.counts = {STATUS_OK: 0, STATUS_ERROR: 0, STATUS_SKIPPED: 0}
+        self.writer = uuid.uuid4().hex
+        self._written_at = 0.0
 
+    def count(self, status: str) -> None:
+        self.counts[status] += 1
+        if time.monotonic() - self._written_at >= self.interval_s:
+            self.flush()
 
-def operator_builds() -> dict[str, int]:
-    """How many times each job's operators were built in this process (for tests)."""
-    return dict(_BUILDS)
-
-
-class SeparateTrackFn(beam.DoFn):
-    """Decode one track once, run every operator of the job on it, write stems and metadata.
-
-    Input: a ``Track``. Output: one small dict per (track, operator):
-    ``{"track_id", "label", "status"}``, plus ``duration_s`` when ok and ``error_type`` when
-    the unit failed.
-    """
-
-    def __init__(self, job: JobConfig, output: str, run_id: str, overwrite: bool = False):
-        self.job = job
-        self.output = output.rstrip("/")
-        self.run_id = run_id
-        self.overwrite = overwrite
-        self.tracks_counter = Metrics.counter(_METRICS_NAMESPACE, "tracks")
-        self.units_ok = Metrics.counter(_METRICS_NAMESPACE, "units_ok")
-        self.units_error = Metrics.counter(_METRICS_NAMESPACE, "units_error")
-        self.units_skipped = Metrics.counter(_METRICS_NAMESPACE, "units_skipped")
-        self.audio_ms = Metrics.counter(_METRICS_NAMESPACE, "audio_ms")
-
-    def setup(self):
-        self._operators = operators_for(self.job)
-        self._version = sepflow_version()
-        self._progress = {"ok": 0, "error": 0, "skipped": 0}
-        self._progress_id = uuid.uuid4().hex
-        self._progress_at = 0.0
-
-    def _count(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Count a unit's result in this worker's progress file (at most one write a second)."""
-        self._progress[result["status"]] += 1
-        if time.monotonic() - self._progress_at >= 1.0:
-            self._write_progress()
-        return result
-
-    def _write_progress(self) -> None:
-        self._progress_at = time.monotonic()
+    def flush(self) -> None:
+        self._written_at = time.monotonic()
         try:
-            write_progress(self.output, self.run_id, self._progress_id, self._progress)
+            write_progress(self.output, self.job_id, self.writer, self.counts)
         except Exception:  # noqa: BLE001 - progress is best effort
             _LOG.debug("could not write progress", exc_info=True)
 
-    def finish_bundle(self):
-        # A side effect only (the DaskRunner drops finish_bundle's outputs): the last counts.
-        self._write_progress()
 
-    def process(self, track: Track) -> Iterator[dict[str, Any]]:
-        self.tracks_counter.inc()
-        todo = []
-        for spec in self.job.operators:
-            unit = Unit.of(track, spec, self.job)
-            features: list[dict] = []
-            rows = None if self.overwrite else complete_rows(
-                unit, self.job, self.output, self._operators[unit.label], features
-            )
-            if rows is not None:
-                self.units_skipped.inc()
-                # Rows an earlier run wrote are this run's "skipped" (a runner's retry within
-                # this run finds its own rows: they stay as they are).
-                rows = [r if r["run_id"] == self.run_id else dict(r, status=STATUS_SKIPPED) for r in rows]
-                yield self._count({"track_id": unit.track_id, "label": unit.label, "status": STATUS_SKIPPED,
-                                   "rows": rows, "features": features})
-            else:
-                todo.append(unit)
-        if not todo:
-            return
-        limit = self.job.job.track_timeout_s
-        if limit is None:
-            outcomes, audio_s = self._separate_track(track, todo, None)
-        else:
-            outcomes, audio_s = self._within(limit, track, todo)
+class SeparateTrackFn(beam.DoFn):
+    """A ``Track`` -> one result dict per (track, operator) (:mod:`pipelines.track`), counted."""
+
+    def __init__(self, job: JobConfig, output: str, run_id: str, overwrite: bool = False):
+        self.job, self.output, self.run_id, self.overwrite = job, output.rstrip("/"), run_id, overwrite
+        self.tracks = Metrics.counter(_METRICS_NAMESPACE, "tracks")
+        self.units = {s: Metrics.counter(_METRICS_NAMESPACE, f"units_{s}") for s in (STATUS_OK, STATUS_ERROR, STATUS_SKIPPED)}
+        self.audio_ms = Metrics.counter(_METRICS_NAMESPACE, "audio_ms")
+
+    def setup(self):
+        self._work = TrackWork(self.job, self.output, self.run_id, sepflow_version(), overwrite=self.overwrite)
+        self._progress = WorkerProgress(self.output, self.run_id)
+
+    def process(self, track: Track):
+        self.tracks.inc()
+        results, audio_s = self._work.run(track)
         if audio_s:
             self.audio_ms.inc(int(1000 * audio_s))
-        for unit, records, duration_s, features in outcomes:
-            if records is None:  # stems written, part not: the unit is redone by the next run
-                records, features = [unit.record(
-                    STATUS_ERROR, run_id=self.run_id, version=self._version, created_at=utc_now(),
-                    error_type="missing_result", error_message="the unit's metadata part could not be written",
-                )], []
-            yield self._count(self._result(unit, records, duration_s=duration_s, features=features))
+        for result in results:
+            self.units[result["status"]].inc()
+            self._progress.count(result["status"])
+            yield result
 
-    def _separate_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None):
-        """Decode ``track`` once and run its units: ``([(unit, records or None, duration_s,
-        feature rows)], audio seconds)``. Beam-free (no counters), so it can run in a thread of its own.
-        Large tracks whose operators all work in blocks are streamed instead (one read per
-        operator, memory bounded by the block)."""
-        size = source_size(track.source_uri)  # one stat (or HEAD) serves both checks
-        operators = [self._operators[u.label] for u in todo]
-        if streams(self.job, operators, size):
-            return self._stream_track(track, todo, guard, size, read_source_tags(track.source_uri))
-        stream_above_s = self.job.job.stream_above_s if can_stream(self.job, operators) else None
-        try:
-            audio, sr, tags = decode_track(track.source_uri, self.job, size, stream_above_s=stream_above_s)
-        except LongTrack as long:
-            return self._stream_track(track, todo, guard, size, long.tags)
-        except UnitFailed as failure:
-            return [
-                (unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version, guard=guard), None, [])
-                for unit in todo
-            ], 0.0
-        # One Analysis per track: operators with the same STFT settings share one STFT.
-        analysis = Analysis(audio, sr)
-        outcomes = []
-        for unit in todo:
-            features: list[dict] = []
-            try:
-                records = separate_unit(
-                    unit, self.job, self.output, self._operators[unit.label], analysis,
-                    run_id=self.run_id, version=self._version, tags=tags, guard=guard, feature_rows_out=features,
-                )
-            except PartNotWritten:
-                records = None
-            outcomes.append((unit, records, audio.shape[1] / sr, features))
-        return outcomes, audio.shape[1] / sr
-
-    def _stream_track(self, track: Track, todo: list[Unit], guard: WriteGuard | None, size, tags):
-        """Each unit of a long track read, separated and written in blocks (one read of the
-        file per operator, more for a global model): memory bounded by the block length."""
-        outcomes, seconds = [], 0.0
-        for unit in todo:
-            features: list[dict] = []
-            try:
-                records, seconds = stream_unit(
-                    unit, self.job, self.output, self._operators[unit.label],
-                    run_id=self.run_id, version=self._version, tags=tags, size=size, guard=guard,
-                    feature_rows_out=features,
-                )
-            except PartNotWritten:
-                records = None
-            outcomes.append((unit, records, seconds or None, features))
-        return outcomes, seconds
-
-    def _within(self, limit: float, track: Track, todo: list[Unit]):
-        """``_separate_track`` in a thread of its own, given ``limit`` seconds.
-
-        A track still running then has its unfinished units recorded as ``timeout`` errors,
-        and the stems they wrote removed; the thread can write nothing more (``WriteGuard``)
-        and, since Python cannot stop it, finishes its computation in the background (it is
-        a daemon: it ends with the worker at the latest).
-        """
-        guard = WriteGuard()
-        box: dict[str, Any] = {}
-
-        def work():
-            try:
-                box["result"] = self._separate_track(track, todo, guard)
-            except UnitCancelled:
-                pass
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the DoFn's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=work, name=f"sepflow-track-{track.track_id}", daemon=True)
-        thread.start()
-        thread.join(limit)
-        if not thread.is_alive():
-            if "error" in box:
-                raise box["error"]
-            return box["result"]
-        written = set(guard.cancel())
-        _LOG.warning("%s: no result within %g s (job.track_timeout_s)", track.source_uri, limit)
-        failure = UnitFailed("timeout", f"no result within {limit:g} s (job.track_timeout_s)", traceback_text="")
-        outcomes = []
-        for unit in todo:
-            part = part_uri(self.output, unit.label, unit.track_id)
-            if part in written:  # finished before the limit
-                features = read_feature_part(feature_part_uri(self.output, unit.label, unit.track_id)) or []
-                outcomes.append((unit, _records_of(unit, part), None, features if self.job.features.enabled else []))
-                continue
-            stems = [u for u in written if u.startswith(stem_prefix(self.output, unit, self.job))]
-            _remove(stems)
-            outcomes.append((unit, fail_unit(unit, self.output, failure, run_id=self.run_id, version=self._version), None, []))
-        return outcomes, 0.0
-
-    def _result(
-        self, unit: Unit, records: list[StemRecord], duration_s: float | None = None, features: list[dict] | None = None
-    ) -> dict[str, Any]:
-        """The unit's result dict with its metadata rows (and feature rows), counted as ok or error."""
-        rows = [record_dict(r) for r in records]
-        if records[0].status == STATUS_OK:
-            self.units_ok.inc()
-            return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_OK, "duration_s": duration_s,
-                    "rows": rows, "features": features or []}
-        self.units_error.inc()
-        return {"track_id": unit.track_id, "label": unit.label, "status": STATUS_ERROR,
-                "error_type": records[0].error_type, "rows": rows, "features": []}
+    def finish_bundle(self):
+        # A side effect only (the DaskRunner drops finish_bundle's outputs): the last counts.
+        self._progress.flush()
 
 
-def _records_of(unit: Unit, part: str) -> list[StemRecord]:
-    """The rows a unit's part holds, as records (a unit that finished before its track's limit)."""
-    from dataclasses import fields
+class SeparateCatalog(beam.PTransform):
+    """``Reshuffle -> ParDo(SeparateTrackFn)`` over a PCollection of ``Track`` (or, applied to
+    the pipeline root, ``Create(tracks)`` first): the separation of the catalog.
 
-    names = {f.name for f in fields(StemRecord)}
-    return [StemRecord(**{k: v for k, v in row.items() if k in names}) for row in read_part(part).to_pylist()]
+    Its output holds one dict per (track, operator): ``track_id``, ``label``, ``status``,
+    ``duration_s`` or ``error_type``, ``rows``, the unit's metadata rows (dicts of
+    ``STEM_METADATA_SCHEMA``'s columns), and ``features``, its stems' feature rows
+    (``STEM_FEATURES_SCHEMA``), which :class:`WriteMetadata` publishes.
+    """
 
+    def __init__(self, tracks: list[Track] | None, job: JobConfig, output: str, run_id: str, overwrite: bool = False):
+        super().__init__()
+        self.tracks = None if tracks is None else list(tracks)
+        self.job, self.output, self.run_id, self.overwrite = job, output, run_id, overwrite
 
-def _remove(uris: list[str]) -> None:
-    for uri in uris:
-        fs, path = fsspec.core.url_to_fs(uri)
-        try:
-            fs.rm_file(path)
-        except (FileNotFoundError, OSError):
-            pass
+    def expand(self, pcoll):
+        if isinstance(pcoll, beam.pvalue.PBegin):
+            pcoll = pcoll | "ListTracks" >> beam.Create(self.tracks or [])
+        return (
+            pcoll
+            | "SpreadOverWorkers" >> beam.Reshuffle()
+            | "Separate" >> beam.ParDo(SeparateTrackFn(self.job, self.output, self.run_id, self.overwrite))
+        )
 
 
 class _ExpandInputFn(beam.DoFn):
@@ -432,43 +247,6 @@ class MatchCatalog(beam.PTransform):
         )
 
 
-class SeparateCatalog(beam.PTransform):
-    """``Reshuffle -> ParDo(SeparateTrackFn)`` over a PCollection of ``Track`` (or, applied to
-    the pipeline root, ``Create(tracks)`` first): the separation of the catalog.
-
-    Its output holds one dict per (track, operator): ``track_id``, ``label``, ``status``,
-    ``duration_s`` or ``error_type``, ``rows``, the unit's metadata rows (dicts of
-    ``STEM_METADATA_SCHEMA``'s columns), and ``features``, its stems' feature rows
-    (``STEM_FEATURES_SCHEMA``), which :class:`WriteMetadata` publishes.
-    """
-
-    def __init__(self, tracks: list[Track] | None, job: JobConfig, output: str, run_id: str, overwrite: bool = False):
-        super().__init__()
-        self.tracks = None if tracks is None else list(tracks)
-        self.job = job
-        self.output = output
-        self.run_id = run_id
-        self.overwrite = overwrite
-
-    def expand(self, pcoll):
-        if isinstance(pcoll, beam.pvalue.PBegin):
-            pcoll = pcoll | "ListTracks" >> beam.Create(self.tracks or [])
-        return (
-            pcoll
-            | "SpreadOverWorkers" >> beam.Reshuffle()
-            | "Separate" >> beam.ParDo(SeparateTrackFn(self.job, self.output, self.run_id, self.overwrite))
-        )
-
-
-class _WriteShardFn(beam.DoFn):
-    def __init__(self, output: str, run_id: str):
-        self.output, self.run_id = output, run_id
-
-    def process(self, keyed):
-        shard, results = keyed
-        yield write_shard(self.output, self.run_id, shard, list(results))
-
-
 class _MergeSummaries(beam.CombineFn):
     def create_accumulator(self):
         return empty_summary()
@@ -486,16 +264,52 @@ class _MergeSummaries(beam.CombineFn):
         return acc
 
 
-class WriteMetadata(beam.PTransform):
-    """Unit results -> the run's metadata, written by the workers.
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, write: Callable[[int, list], dict]):
+        self.write = write
 
-    ``Map(shard of track_id) -> GroupByKey -> ParDo(write the shard) ->
-    CombineGlobally(merge the shards' summaries) -> Map(write the summary)``: every unit of a
-    track lands in one of ``shards`` Parquet files (``metadata.write_shard``, each atomic,
-    staged under the run until :func:`pipelines.metadata.publish` moves them into
-    ``<output>/metadata/``), and the summary (counts, audio seconds, the first errors) is
-    one small JSON the driver reads. A linear chain, written from ``process`` only (the
-    DaskRunner drops ``finish_bundle`` outputs and runs only a graph's last branch).
+    def process(self, keyed):
+        shard, items = keyed
+        yield self.write(shard, list(items))
+
+
+class WriteShards(beam.PTransform):
+    """Elements -> ``shards`` table files written by the workers -> one combined summary.
+
+    ``Map(shard of key(element)) -> GroupByKey -> ParDo(write(shard, elements) -> summary) ->
+    CombineGlobally(combine)``: ``write`` stages one shard file (or several tables' shards of
+    the same elements) atomically under the job's folder and returns its summary; the driver
+    publishes the staged shards (:func:`pipelines.tables.publish_shards`). A linear chain,
+    written from ``process`` only.
+    """
+
+    def __init__(self, key: Callable[[object], str], shards: int, write: Callable[[int, list], dict],
+                 combine: beam.CombineFn | Callable[[Iterable], object]):
+        super().__init__()
+        self.key, self.shards, self.write, self.combine = key, max(1, shards), write, combine
+
+    def expand(self, elements):
+        key, shards = self.key, self.shards
+        return (
+            elements
+            | "ByShard" >> beam.Map(lambda e: (shard_of(key(e), shards), e))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(self.write))
+            | "Summarize" >> beam.CombineGlobally(self.combine)
+        )
+
+
+def _track_id(result: dict) -> str:
+    return result["track_id"]
+
+
+class WriteMetadata(beam.PTransform):
+    """Unit results -> the run's metadata (and features) shards and its summary, written by
+    the workers: ``WriteShards(by track id) -> Map(write the summary) -> Map(remove
+    temporaries)``. Every unit of a track lands in one of ``shards`` Parquet files
+    (:func:`pipelines.run_files.write_shard`), staged under the run until
+    :func:`pipelines.run_files.publish` moves them into ``<output>/metadata/``; the summary
+    (counts, audio seconds, the first errors) is one small JSON the driver reads.
     """
 
     def __init__(self, output: str, run_id: str, shards: int):
@@ -503,14 +317,11 @@ class WriteMetadata(beam.PTransform):
         self.output, self.run_id, self.shards = output, run_id, shards
 
     def expand(self, results):
-        shards = self.shards
         output, run_id = self.output, self.run_id
         return (
             results
-            | "ByShard" >> beam.Map(lambda r: (shard_of(r["track_id"], shards), r))
-            | "GroupShards" >> beam.GroupByKey()
-            | "WriteShards" >> beam.ParDo(_WriteShardFn(output, run_id))
-            | "Summarize" >> beam.CombineGlobally(_MergeSummaries())
+            | "Shards" >> WriteShards(_track_id, self.shards, functools.partial(write_shard, output, run_id),
+                                      _MergeSummaries())
             | "WriteSummary" >> beam.Map(lambda summary: write_summary(output, run_id, summary))
             # Every unit is written by now: temporary files left are killed writers'.
             | "RemoveTemporaries" >> beam.Map(lambda _: remove_orphaned_temp_files(output))

@@ -188,8 +188,8 @@ def test_the_documented_example_operator_is_short_and_separates(band_split):
 
 def test_the_documented_example_operator_runs_in_the_catalog_job(band_split, tmp_path):
     from pipelines.config import job_config_from_dict
-    from pipelines.metadata import read_metadata
     from pipelines.run import run_job
+    from pipelines.tables import read_metadata
 
     job = job_config_from_dict({"operators": [{"operator": "band_split", "params": {"cutoff_hz": 150}}]})
     summary = run_job(job, [str(ROOT / "examples" / "loop_mono.flac")], str(tmp_path / "out"), progress=False)

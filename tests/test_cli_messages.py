@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from pipelines.cli import EXIT_USAGE, main
+from pipelines.driver import ProgressLine, describe_runner, pipeline_options
 from pipelines.evaluate import (
     format_db,
     metric_stat,
@@ -26,7 +27,7 @@ from pipelines.evaluate import (
     summary_markdown,
     summary_text,
 )
-from pipelines.run import RunSummary, _ProgressLine, describe_runner, pipeline_options
+from pipelines.run import RunSummary
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "loop_mono.flac"
 
@@ -93,7 +94,7 @@ class _Terminal(io.StringIO):
 @pytest.mark.parametrize("stream_class", [io.StringIO, _Terminal], ids=["pipe", "terminal"])
 def test_a_progress_line_that_counted_nothing_leaves_nothing(stream_class, tmp_path):
     stream = stream_class()
-    with _ProgressLine(str(tmp_path), "run-1", stream, 0.05):
+    with ProgressLine(str(tmp_path), "run-1", stream, 0.05):
         time.sleep(0.3)
     text = stream.getvalue()
     assert "\n" not in text
@@ -101,20 +102,20 @@ def test_a_progress_line_that_counted_nothing_leaves_nothing(stream_class, tmp_p
 
 
 def test_a_progress_line_that_counted_prints_its_counts(tmp_path):
-    from pipelines.metadata import run_dir
+    from pipelines.driver import job_dir
 
-    progress = Path(run_dir(str(tmp_path), "run-1")) / "progress"
+    progress = Path(job_dir(str(tmp_path), "run-1")) / "progress"
     progress.mkdir(parents=True)
     (progress / "w1.json").write_text(json.dumps({"ok": 2, "error": 1, "skipped": 0}))
     stream = io.StringIO()
-    with _ProgressLine(str(tmp_path), "run-1", stream, 10.0):
+    with ProgressLine(str(tmp_path), "run-1", stream, 10.0):
         pass
     assert stream.getvalue().startswith("[sepflow] 3 (track, operator) done: 2 ok, 1 error, 0 skipped")
 
 
 def _run_with_missing_stems(run: Path, references: Path) -> None:
     """A published run whose two stems are gone, and references its track pairs with."""
-    from pipelines.metadata import STEM_METADATA_SCHEMA
+    from pipelines.tables import STEM_METADATA_SCHEMA
 
     (references / "loop" / "stems").mkdir(parents=True)
     for stem in ("harmonic", "percussive"):

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipelines.evaluate import EVALUATION_SCHEMA, evaluate, read_evaluation
+from pipelines.evaluate import evaluate
+from pipelines.tables import EVALUATION_SCHEMA, read_evaluation
 from sepops.metrics import score_stems
 
 SR = 22050
@@ -45,7 +46,7 @@ def test_sdr_of_reference_plus_noise_is_the_snr(data_dir, rng, snr_db):
 
 def _write_run(run: Path, units: list[tuple[str, str, str, dict[str, Path]]]) -> None:
     """A run's published metadata: one ok row per (track_id, label, source, {stem: file})."""
-    from pipelines.metadata import STEM_METADATA_SCHEMA
+    from pipelines.tables import STEM_METADATA_SCHEMA
 
     now = datetime.now(UTC)
     rows = [

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 from sepops import save_audio
 
 from .test_pipeline_helpers import assert_schema, hpss_job, tree_files

@@ -107,8 +107,8 @@ def test_short_flags_format_and_bit_depth(tmp_path, capsys):
 
 def test_an_unreadable_file_is_described_by_its_uri_and_cause_only(tmp_path):
     from pipelines.config import job_config_from_dict
-    from pipelines.metadata import read_metadata
     from pipelines.run import run_job
+    from pipelines.tables import read_metadata
 
     folder = tmp_path / "in"
     folder.mkdir()

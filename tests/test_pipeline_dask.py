@@ -3,11 +3,10 @@ Beam's DaskRunner: identical stems and metadata rows to the in-process run, oper
 once per worker process."""
 from __future__ import annotations
 
-from pipelines import transforms
-from pipelines.evaluate import evaluate, read_evaluation
-from pipelines.features import read_features
-from pipelines.metadata import read_metadata
+from pipelines.evaluate import evaluate
 from pipelines.run import run_job
+from pipelines.tables import read_evaluation, read_features, read_metadata
+from pipelines.track import operator_builds
 
 from .test_pipeline_helpers import (
     assert_ok_rows,
@@ -43,7 +42,7 @@ def test_dask_runner_reproduces_the_in_process_run(dask_cluster, tmp_path, data_
     # One partition per track: both workers took part, and neither built the operator twice
     # although DoFn.setup ran once per partition.
     with distributed.Client(dask_cluster.scheduler_address) as client:
-        builds = client.run(transforms.operator_builds)
+        builds = client.run(operator_builds)
     per_worker = [b.get(job.operators_key(), 0) for b in builds.values()]
     assert sorted(per_worker) == [1, 1], builds
 

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.io import match_inputs
-from pipelines.metadata import part_uri, read_metadata, read_part
+from pipelines.records import Unit, part_uri, read_part
 from pipelines.run import run_job
-from pipelines.unit import Unit
+from pipelines.tables import read_metadata
 from sepops import save_audio
 
 from .test_pipeline_helpers import comparable, hpss_job

@@ -11,9 +11,8 @@ import pytest
 import soundfile as sf
 
 from pipelines.config import ConfigError, job_config_from_dict
-from pipelines.features import STEM_FEATURES_SCHEMA, read_features
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import STEM_FEATURES_SCHEMA, read_features, read_metadata
 from sepops import load_audio
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.config import job_config_from_dict
-from pipelines.metadata import STEM_METADATA_SCHEMA, read_metadata
 from pipelines.run import run_job
+from pipelines.tables import STEM_METADATA_SCHEMA, read_metadata
 from sepops import load_audio
 
 from .test_formats import CASES, TAGS, _tag

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.config import job_config_from_dict
-from pipelines.metadata import STEM_METADATA_SCHEMA
+from pipelines.tables import STEM_METADATA_SCHEMA
 from sepops import list_operators, load_audio, save_audio
 from sepops.metrics import bss_eval, mean_sdr, trivial_estimate
 

@@ -12,8 +12,8 @@ import soundfile as sf
 
 from pipelines.config import job_config_from_dict
 from pipelines.io import make_track_id, match_inputs
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 from sepops import load_audio
 
 from .test_fuzz_audio import EXTREME, SEEDS, wav_header
@@ -199,7 +199,7 @@ def test_a_track_over_its_time_limit_becomes_a_timeout_row_and_writes_nothing_la
         assert not (out / "stems" / "stalls").exists()
         part = read_metadata(str(out)).to_pylist()
         assert [r["error_type"] for r in part if r["track_id"] == "stalls"] == ["timeout"]
-        from pipelines.metadata import read_part
+        from pipelines.records import read_part
 
         assert read_part(str(out / "_sepflow" / "parts" / "pipeline_test_stalling" / "stalls.parquet")).to_pylist()[0][
             "error_type"] == "timeout"

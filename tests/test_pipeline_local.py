@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from pipelines.cli import main
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 
 from .test_pipeline_helpers import (
     assert_hpss_quality,

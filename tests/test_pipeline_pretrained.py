@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import transforms
 from pipelines.cli import main
 from pipelines.config import job_config_from_dict
-from pipelines.evaluate import evaluate, read_evaluation
-from pipelines.features import read_features
-from pipelines.metadata import read_metadata
+from pipelines.evaluate import evaluate
 from pipelines.run import run_job
+from pipelines.tables import read_evaluation, read_features, read_metadata
+from pipelines.track import operator_builds
 from sepops import get_operator, load_audio, save_audio
 
 from .demucs_files import SOURCES, mixture_signal, small_htdemucs, write_bag, write_th
@@ -169,7 +168,7 @@ def test_models_on_the_dask_runner(dask_cluster, model_dir, catalog, tmp_path):
     for key in direct:
         np.testing.assert_array_equal(dask[key], direct[key])
     with distributed.Client(dask_cluster.scheduler_address) as client:
-        builds = client.run(transforms.operator_builds)
+        builds = client.run(operator_builds)
     assert all(b.get(job.operators_key(), 0) <= 1 for b in builds.values()), builds
 
 

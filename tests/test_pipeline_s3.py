@@ -10,8 +10,8 @@ import io
 import pandas as pd
 import pytest
 
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 from sepops import load_audio
 
 from .test_pipeline_helpers import (

@@ -12,8 +12,8 @@ import soundfile as sf
 
 import sepops
 from pipelines.config import job_config_from_dict
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 from sepops import Operator, load_audio, register
 
 from .test_pipeline_helpers import assert_same_stems, comparable

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pipelines.config import job_config_from_dict
 from pipelines.io import match_inputs
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 from pipelines.track_ids import read_known_ids
 from sepops import load_audio
 

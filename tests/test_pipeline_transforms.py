@@ -12,11 +12,12 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import sepops
 import sepops.registry
-from pipelines import transforms
+from pipelines import track
 from pipelines.config import job_config_from_dict
 from pipelines.io import match_inputs
-from pipelines.metadata import read_part
-from pipelines.transforms import SeparateCatalog, operator_builds
+from pipelines.records import read_part
+from pipelines.track import operator_builds
+from pipelines.transforms import SeparateCatalog
 from sepops import load_audio, save_audio
 from sepops.masks import stems_from_estimates
 
@@ -186,4 +187,4 @@ def test_operators_are_built_once_per_process(tiny_catalog, tmp_path):
     for run in range(3):  # three pipelines, three DoFn setups, one build
         run_catalog(tracks, job, tmp_path / "out", run_id=f"r{run}", overwrite=True)
     assert operator_builds()[job.operators_key()] == 1
-    assert transforms.operators_for(job) is transforms.operators_for(job)
+    assert track.operators_for(job) is track.operators_for(job)

@@ -12,18 +12,13 @@ import pytest
 
 import sepops
 import sepops.registry
-from pipelines import unit as unit_module
+from pipelines import units as unit_module
 from pipelines.config import job_config_from_dict
+from pipelines.decode import decode_track
 from pipelines.io import Track
-from pipelines.metadata import read_part
-from pipelines.unit import (
-    PartNotWritten,
-    Unit,
-    UnitFailed,
-    decode_track,
-    is_complete,
-    separate_unit,
-)
+from pipelines.records import Unit, read_part
+from pipelines.track import separate_unit
+from pipelines.units import PartNotWritten, UnitFailed, is_complete
 from sepops import Analysis, get_operator, save_audio
 
 
@@ -66,7 +61,7 @@ def track(tmp_path, rng):
 
 
 def test_the_unit_module_does_not_import_beam():
-    code = "import sys, pipelines.unit; print('apache_beam' in sys.modules)"
+    code = "import sys, pipelines.track, pipelines.decode, pipelines.sink, pipelines.units, pipelines.records; print('apache_beam' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
@@ -140,8 +135,8 @@ def test_a_silent_stem_beside_an_audible_one_is_flagged_in_its_row(track, tmp_pa
 
 def test_a_silent_input_is_flagged_on_every_row_of_its_track(tmp_path):
     """A silent track is separated (its stems are silent) and every row says why."""
-    from pipelines.metadata import read_metadata
     from pipelines.run import run_job
+    from pipelines.tables import read_metadata
     from sepops import save_audio
 
     inputs = tmp_path / "in"

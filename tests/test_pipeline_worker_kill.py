@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
-from pipelines.metadata import read_metadata
 from pipelines.run import run_job
+from pipelines.tables import read_metadata
 
 from .test_pipeline_helpers import assert_same_stems, comparable, tree_files
 

@@ -19,7 +19,7 @@ import pytest
 
 from pipelines import report
 from pipelines.cli import main
-from pipelines.metadata import read_metadata
+from pipelines.tables import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPS = ("loop_1101", "loop_1102")
@@ -51,7 +51,7 @@ def evaluated_run(run_output, tmp_path_factory, data_dir):
     """A copy of the run's output, evaluated by ``sepflow evaluate`` (hpss against the loops'
     harmonic/percussive stems, and the IRM oracle); its metadata still names the first
     output's stems, and its features table is the run's own."""
-    from pipelines.evaluate import read_evaluation
+    from pipelines.tables import read_evaluation
 
     source, summary = run_output
     out = tmp_path_factory.mktemp("report_evaluated") / "out"

@@ -1,0 +1,46 @@
+"""The one error root of ``pipelines`` and the command line's exit codes.
+
+A :class:`UsageError` is the user's mistake (a flag, a config value, an input, a runner): the
+job stops before it starts, the command prints one line naming the cause and exits with
+:data:`EXIT_USAGE`. Everything that goes wrong with one track is not an exception at all: it
+is an error row and a dead-letter record (:mod:`pipelines.units`).
+"""
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_TRACK_ERRORS",
+    "EXIT_USAGE",
+    "BeamOptionError",
+    "ConfigError",
+    "InputError",
+    "ReportError",
+    "UsageError",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the pipeline itself failed
+EXIT_USAGE = 2  # bad flags, config or inputs: nothing ran
+EXIT_TRACK_ERRORS = 3  # with --strict: the job finished but some tracks failed
+
+
+class UsageError(ValueError):
+    """A command that must not run: one line on stderr, exit status 2 (a ``ValueError``, as
+    every one of its kinds was before they had a root)."""
+
+
+class ConfigError(UsageError):
+    """A job config (YAML, ``--set``, ``--operator``) that cannot run, naming the key."""
+
+
+class InputError(UsageError):
+    """Inputs or an output the job cannot use (nothing matched, output inside the input)."""
+
+
+class BeamOptionError(UsageError):
+    """A Beam pipeline option with a value Beam refuses, or a runner sepflow cannot use."""
+
+
+class ReportError(UsageError):
+    """A report that cannot be drawn from what its run published."""
