@@ -45,7 +45,6 @@ __all__ = [
     "name_track",
     "plan_inputs",
     "read_manifest",
-    "remove_orphaned_temp_files",
     "safe_path_component",
 ]
 
@@ -106,7 +105,7 @@ def make_track_id(relative_path: str, *, strip_extension: bool = True) -> str:
     """
     parts = [p for p in re.split(r"[/\\]+", relative_path) if p not in ("", ".", "..")]
     if parts and strip_extension:
-        stem, ext = posixpath.splitext(parts[-1])
+        stem, _ = posixpath.splitext(parts[-1])
         parts[-1] = stem if stem else parts[-1]
     safe = [safe_path_component(p) for p in parts]
     return "/".join(safe) or "track"
@@ -397,27 +396,3 @@ class KnownIds:
     def of(cls, pairs) -> KnownIds:
         by_uri = dict(pairs)
         return cls(by_uri, frozenset(i.casefold() for i in by_uri.values()))
-
-
-# sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.
-_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
-
-
-def remove_orphaned_temp_files(output: str) -> int:
-    """Delete temporary files that killed writers left in a local output folder (a worker
-    killed mid-write, whose work the runner redid elsewhere, or a killed earlier run).
-
-    The last step of the pipeline, on a worker, once every unit is written (the driver never
-    walks the output). Object stores never hold such files (uploads are single requests).
-    Assumes one run per output at a time, as the skip/overwrite logic does anyway. Returns
-    how many were removed.
-    """
-    if "://" in output or not os.path.isdir(output):
-        return 0
-    removed = 0
-    for folder, _, names in os.walk(output):
-        for name in names:
-            if _TEMP_FILE.match(name):
-                os.remove(os.path.join(folder, name))
-                removed += 1
-    return removed

@@ -9,6 +9,8 @@ the summary and the input reports, then :func:`publish` moves the shards into
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import fsspec
 
@@ -35,6 +37,7 @@ __all__ = [
     "publish",
     "read_input_reports",
     "read_summary",
+    "remove_orphaned_temp_files",
     "write_input_report",
     "write_shard",
     "write_summary",
@@ -151,3 +154,27 @@ def _publish_table(output: str, run_id: str, table_dir: str, prefix: str, create
     )
     remove_files(output, earlier)  # new files first, then the old ones go: readers never lack a table
     return len(published)
+
+
+# sepops.audio.write_bytes_atomic writes local files as ".<name>.<uuid hex>.tmp" and renames.
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+
+
+def remove_orphaned_temp_files(output: str) -> int:
+    """Delete temporary files that killed writers left in a local output folder (a worker
+    killed mid-write, whose work the runner redid elsewhere, or a killed earlier run).
+
+    The last step of the pipeline, on a worker, once every unit is written (the driver never
+    walks the output). Object stores never hold such files (uploads are single requests).
+    Assumes one run per output at a time, as the skip/overwrite logic does anyway. Returns
+    how many were removed.
+    """
+    if "://" in output or not os.path.isdir(output):
+        return 0
+    removed = 0
+    for folder, _, names in os.walk(output):
+        for name in names:
+            if _TEMP_FILE.match(name):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed

@@ -40,11 +40,11 @@ from .io import (
     disambiguate,
     expand_input,
     name_track,
-    remove_orphaned_temp_files,
 )
 from .run_files import (
     empty_summary,
     merge_summaries,
+    remove_orphaned_temp_files,
     write_input_report,
     write_shard,
     write_summary,

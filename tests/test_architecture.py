@@ -18,27 +18,34 @@ from sepops import masks, resources
 
 ROOT = Path(__file__).resolve().parents[1]
 SEPOPS = ROOT / "sepops"
+PIPELINES = ROOT / "pipelines"
 OPERATOR_MODULES = sorted(p.stem for p in (SEPOPS / "operators").glob("*.py") if p.stem != "__init__")
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Absolute names of the sepops modules a file imports (relative imports resolved)."""
-    package = ".".join(["sepops", *path.relative_to(SEPOPS).parts[:-1]])
-    names = set()
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, names taken from it) for every import of a file, at any depth
+    (relative imports resolved; ``import x`` takes no names)."""
+    package = ".".join(path.relative_to(ROOT).parts[:-1])
+    found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
+            found += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if not node.level:
-                names.add(node.module or "")
+                found.append((node.module or "", [a.name for a in node.names]))
                 continue
             parts = package.split(".")
             prefix = ".".join(parts[: len(parts) - (node.level - 1)])
             module = f"{prefix}.{node.module}" if node.module else prefix
-            names.add(module)
+            found.append((module, [a.name for a in node.names]))
             if not node.module:  # "from . import x" imports the module x
-                names.update(f"{module}.{a.name}" for a in node.names)
-    return names
+                found += [(f"{module}.{a.name}", []) for a in node.names]
+    return found
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of the modules a file imports (relative imports resolved)."""
+    return {module for module, _ in _imports(path)}
 
 
 def test_no_operator_imports_another_operator():
@@ -144,6 +151,86 @@ def test_margin_masks_sum_to_one_and_need_the_margin(rng):
         np.testing.assert_allclose(m_h + m_p + m_r, 1.0, atol=1e-6)
         if kind == "binary":
             assert np.array_equal(m_h == 1, h > 2 * p) and np.array_equal(m_p == 1, p > 2 * h)
+
+
+
+# --- pipelines: the rules docs/architecture.md states for it --------------------------------
+def _pipelines_modules() -> dict[str, Path]:
+    return {f"pipelines.{p.stem}": p for p in sorted(PIPELINES.glob("*.py")) if p.stem != "__init__"}
+
+
+def test_no_pipelines_file_over_400_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PIPELINES.glob("*.py")}
+    assert max(sizes.values()) <= 400, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_no_pipelines_function_over_60_lines():
+    long = []
+    for path in PIPELINES.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
+
+
+@pytest.mark.parametrize("package", [SEPOPS, PIPELINES], ids=lambda p: p.name)
+def test_no_module_imports_another_modules_private_names(package):
+    private = []
+    for path in package.rglob("*.py"):
+        for module, names in _imports(path):
+            if module.split(".")[0] in ("sepops", "pipelines"):
+                private += [f"{path.relative_to(ROOT)}: from {module} import {n}" for n in names if n.startswith("_") and not n.startswith("__")]
+    assert not private, private
+
+
+def test_no_import_loop_inside_pipelines():
+    modules = _pipelines_modules()
+    graph = {name: {m for m in _imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
+
+    def loop_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return [*trail, start]
+                if nxt not in trail:
+                    stack.append((nxt, [*trail, nxt]))
+        return None
+
+    loops = [trail for name in sorted(graph) if (trail := loop_from(name))]
+    assert not loops, loops[0]
+
+
+#: The catalog job's per-track work and the tables run and are tested without Beam.
+BEAM_FREE = ["decode", "records", "sink", "tables", "track", "units", "io", "config", "errors"]
+
+
+def test_the_track_work_never_imports_beam():
+    modules = _pipelines_modules()
+    for name in BEAM_FREE:
+        seen, todo = set(), [f"pipelines.{name}"]
+        while todo:
+            module = todo.pop()
+            if module in seen:
+                continue
+            seen.add(module)
+            imported = _imported_modules(modules[module])
+            assert not any(m.split(".")[0] == "apache_beam" for m in imported), f"{name} imports Beam through {module}"
+            todo += [m for m in imported if m in modules]
+
+
+def test_one_usage_error_root_in_pipelines():
+    from pipelines import errors
+
+    roots = []
+    for path in PIPELINES.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", "") == "ValueError" for b in node.bases):
+                roots.append(f"{path.name}: {node.name}")
+    assert roots == ["errors.py: UsageError"], roots
+    for name in ("ConfigError", "InputError", "BeamOptionError", "ReportError"):
+        assert issubclass(getattr(errors, name), errors.UsageError)
 
 
 # --- the example operator of docs/architecture.md -------------------------------------------
