@@ -23,28 +23,21 @@ evaluation's files there (as :func:`pipelines.metadata.publish` does for metadat
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
-import posixpath
 import sys
 import time
-import traceback
 import uuid
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sepops import metrics
 from sepops.audio import write_bytes_atomic
-from sepops.metrics import align, score_stems
 
 from .driver import (
     ProgressLine,
@@ -54,7 +47,18 @@ from .driver import (
     remove_job_dir,
     write_progress,
 )
+from .errors import InputError, UsageError
+from .evaluation_summary import (
+    earlier_summaries,
+    summarize,
+    summary_markdown,
+    summary_record,
+    summary_text,
+    write_summary_record,
+)
 from .io import join_uri
+from .references import ReferenceSet
+from .scoring import ORACLES, evaluate_reference_track, parse_oracles
 from .tables import (
     EVALUATION_DIR,
     EVALUATION_SCHEMA,
@@ -62,355 +66,13 @@ from .tables import (
     STATUS_ERROR,
     STATUS_OK,
     publish_shards,
-    read_table_folder,
     shard_of,
 )
-from .tables import EVALUATION_SUMMARY_DIR as SUMMARY_DIR
 
-__all__ = [
-    "EVALUATION_DIR",
-    "EVALUATION_SCHEMA",
-    "ORACLES",
-    "ReferenceSet",
-    "ReferenceTrack",
-    "UsageError",
-    "add_arguments",
-    "best_assignment",
-    "evaluate",
-    "main",
-    "read_evaluation",
-    "summarize",
-    "summary_markdown",
-]
+__all__ = ["EvaluationResult", "add_arguments", "build_pipeline", "evaluate", "main"]
 
 _LOG = logging.getLogger("sepflow")
-
-#: The oracle baselines ``--oracles`` may name: the ideal masks and the mixture itself.
-ORACLES = ("ibm", "irm", "mix")
-#: Extensions of reference audio files in a folder of references.
-AUDIO_EXTENSIONS = (".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".alac")
-MATCH_NAME = "name"
-MATCH_BEST = "best_assignment"
-MATCH_ORACLE = "oracle"
-
-
-_METRIC_COLUMNS = ("sdr", "sir", "sar", "sdr_frames_median", "sir_frames_median", "sar_frames_median", "si_sdr")
 _ESTIMATE_COLUMNS = ["track_id", "label", "operator", "stem", "stem_uri", "source_uri", "status"]
-
-
-class UsageError(ValueError):
-    """A bad flag or input of ``sepflow evaluate``: reported in one line, exit status 2."""
-
-
-# --- references ---------------------------------------------------------------------------
-@dataclass
-class ReferenceTrack:
-    """One piece of the references: its stems, and the groups of stems that sum to its mixture.
-
-    Attributes
-    ----------
-    name : str
-        The piece's id (a manifest's ``id``, or its folder relative to the references root).
-    stems : dict of str -> str
-        Stem name -> URI, in the references' order.
-    groups : list of tuple of str
-        Sets of stems a separation may target (a manifest's ``stems`` and ``hpss_stems``);
-        empty without a manifest, where every subset of ``stems`` is a candidate.
-    """
-
-    name: str
-    stems: dict[str, str]
-    groups: list[tuple[str, ...]] = field(default_factory=list)
-
-    def candidate_groups(self, size: int) -> list[tuple[str, ...]]:
-        """The reference groups an unsupervised unit of ``size`` stems may be assigned to:
-        the manifest's first group of that size (its main split: a loop's accompaniment /
-        lead, not its percussive / harmonic, which a unit matches only by name), else every
-        subset of the track's stems of that size."""
-        groups = [g for g in self.groups if len(g) == size]
-        return groups[:1] or [tuple(c) for c in itertools.combinations(self.stems, size)]
-
-    def group_of(self, stems: Iterable[str]) -> tuple[str, ...]:
-        """The canonical order of a set of reference stems: a manifest group's when it is
-        one, else the references' order (so one group is one oracle, however it was named)."""
-        wanted = set(stems)
-        for g in self.groups:
-            if set(g) == wanted:
-                return tuple(g)
-        return tuple(s for s in self.stems if s in wanted)
-
-
-class ReferenceSet:
-    """The reference tracks of ``--references``: a folder or a ``manifest.json``.
-
-    Layouts of a folder (any audio extension; files named ``mixture*`` are not stems):
-
-    - ``<piece>/stems/<stem>.flac`` (the validation set's layout), and
-    - ``<track>/<stem>.wav`` (musdb's).
-
-    A ``manifest.json`` (the validation set's) lists ``pieces[].files.stems`` and the stem
-    groups ``stems`` and ``hpss_stems`` of each piece.
-    """
-
-    def __init__(self, uri: str, tracks: Mapping[str, ReferenceTrack], from_manifest: bool):
-        self.uri = uri
-        self.tracks = dict(tracks)
-        self.from_manifest = from_manifest
-
-    @classmethod
-    def load(cls, uri: str) -> ReferenceSet:
-        """Index the references at ``uri``; ``UsageError`` when there are none."""
-        fs, path = fsspec.core.url_to_fs(uri)
-        if path.endswith(".json"):
-            return cls._from_manifest(uri, fs, path)
-        try:
-            is_dir = fs.isdir(path)
-        except OSError as exc:
-            raise UsageError(f"--references {uri}: cannot be read ({exc})") from exc
-        if not is_dir:
-            raise UsageError(f"--references {uri}: no such folder or manifest.json")
-        return cls._from_folder(uri, fs, path)
-
-    @classmethod
-    def _from_manifest(cls, uri: str, fs, path: str) -> ReferenceSet:
-        try:
-            manifest = json.loads(fs.cat_file(path))
-        except FileNotFoundError as exc:
-            raise UsageError(f"--references {uri}: no such manifest") from exc
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--references {uri}: unreadable manifest ({exc})") from exc
-        root = uri.rsplit("/", 1)[0] if "/" in uri else "."
-        subsets = manifest.get("subsets", {}) if isinstance(manifest, dict) else {}
-        tracks = {}
-        for piece in manifest.get("pieces", []) if isinstance(manifest, dict) else []:
-            files = (piece.get("files") or {}).get("stems") or {}
-            if not piece.get("id") or not files:
-                continue
-            subset = subsets.get(piece.get("subset"), {})
-            groups = []
-            for key in ("stems", "hpss_stems"):
-                group = piece.get(key) or subset.get(key)
-                if group and all(s in files for s in group):
-                    groups.append(tuple(group))
-            stems = {name: join_uri(root, rel) for name, rel in files.items()}
-            tracks[piece["id"]] = ReferenceTrack(piece["id"], stems, groups)
-        if not tracks:
-            raise UsageError(f"--references {uri}: the manifest lists no pieces with files.stems")
-        return cls(uri, tracks, from_manifest=True)
-
-    @classmethod
-    def _from_folder(cls, uri: str, fs, path: str) -> ReferenceSet:
-        root = path.rstrip("/")
-        stems: dict[str, dict[str, str]] = {}
-        for file in sorted(fs.find(root)):
-            rel = file[len(root):].lstrip("/")
-            base, ext = posixpath.splitext(rel)
-            if ext.lower() not in AUDIO_EXTENSIONS:
-                continue
-            parts = base.split("/")
-            name = parts[-1]
-            if name.startswith("mixture") or len(parts) < 2:
-                continue
-            folder = parts[:-2] if len(parts) >= 3 and parts[-2] == "stems" else parts[:-1]
-            if not folder:
-                continue
-            stems.setdefault("/".join(folder), {})[name] = join_uri(uri.rstrip("/"), rel)
-        if not stems:
-            raise UsageError(
-                f"--references {uri}: no reference stems found (expected <track>/stems/<stem>.flac "
-                "or <track>/<stem>.wav)"
-            )
-        return cls(uri, {name: ReferenceTrack(name, s) for name, s in stems.items()}, from_manifest=False)
-
-    def pair(self, track_id: str) -> ReferenceTrack | None:
-        """The reference track of an estimate: the longest prefix folder of ``track_id``
-        that is a reference track (``loop_1101/mixture`` -> ``loop_1101``), or ``None``."""
-        parts = track_id.split("/")
-        for n in range(len(parts), 0, -1):
-            found = self.tracks.get("/".join(parts[:n]))
-            if found is not None:
-                return found
-        return None
-
-
-def best_assignment(
-    track: ReferenceTrack, references: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray]
-) -> dict[str, str]:
-    """Estimate stem -> reference stem over the track's candidate groups
-    (:meth:`ReferenceTrack.candidate_groups`; :func:`sepops.metrics.best_assignment`)."""
-    return metrics.best_assignment(references, estimates, track.candidate_groups(len(estimates)))
-
-
-# --- the per-reference-track work -----------------------------------------------------------
-def _row(**values) -> dict:
-    row = {name: None for name in EVALUATION_SCHEMA.names}
-    row.update(values)
-    return row
-
-
-class _AudioCache:
-    """Decoded files of one reference track's evaluation (references are read once)."""
-
-    def __init__(self):
-        self._audio: dict[str, tuple[np.ndarray, int]] = {}
-
-    def load(self, uri: str) -> tuple[np.ndarray, int]:
-        from sepops.audio import load_audio
-
-        if uri not in self._audio:
-            self._audio[uri] = load_audio(uri)
-        return self._audio[uri]
-
-
-def _error_rows(rows: list[dict], common: dict, message: str) -> list[dict]:
-    return [
-        _row(**common, track_id=r["track_id"], label=r["label"], operator=r["operator"], stem=r["stem"],
-             estimate_uri=r["stem_uri"], is_oracle=False, status=STATUS_ERROR, error_message=message)
-        for r in rows
-    ]
-
-
-def _evaluate_unit(track: ReferenceTrack, rows: list[dict], cache: _AudioCache, common: dict):
-    """Score one (track, label) unit; return its rows and the reference group it was matched to."""
-    names = [r["stem"] for r in rows]
-    if len(set(names)) != len(names):
-        raise ValueError(f"the run lists stems {names} twice for this track")
-    if set(names) <= set(track.stems):
-        matching = MATCH_NAME
-        mapping = {n: n for n in names}
-        group = track.group_of(names)
-    else:
-        matching = MATCH_BEST
-        if len(names) > len(track.stems):
-            raise ValueError(
-                f"{len(names)} estimated stems {names} but the reference track {track.name} has "
-                f"{len(track.stems)}: {list(track.stems)}"
-            )
-        mapping = None
-    by_stem = {r["stem"]: r for r in rows}
-    if mapping is None:
-        candidates = sorted({s for g in track.candidate_groups(len(names)) for s in g})
-        refs, ests, sr = align({s: cache.load(track.stems[s]) for s in candidates},
-                               {n: cache.load(by_stem[n]["stem_uri"]) for n in names})
-        mapping = best_assignment(track, refs, ests)
-        group = track.group_of(mapping.values())
-    refs, ests, sr = align({s: cache.load(track.stems[s]) for s in group},
-                           {n: cache.load(by_stem[n]["stem_uri"]) for n in names})
-    # The group's references all take part (interference); unmatched ones get no estimate row.
-    inverse = {ref: est for est, ref in mapping.items()}
-    scored = [s for s in group if s in inverse]
-    scores = score_stems({s: refs[s] for s in scored}, {s: ests[inverse[s]] for s in scored}, sr)
-    out = []
-    for name in names:
-        ref = mapping[name]
-        r = by_stem[name]
-        out.append(_row(
-            **common, **scores[ref], track_id=r["track_id"], label=r["label"], operator=r["operator"],
-            stem=name, reference_stem=ref, matching=matching, is_oracle=False, estimate_uri=r["stem_uri"],
-            reference_uri=track.stems[ref], status=STATUS_OK,
-        ))
-    return out, group
-
-
-def _choose_mixture(mixtures: Iterable[tuple[str, str]], channels: int) -> tuple[str, str]:
-    """The (track_id, mixture uri) an oracle separates: one with the references' channel
-    count when there is one, then the first by URI (deterministic across runs)."""
-    from sepops.audio import audio_info
-
-    def rank(item):
-        try:
-            return (audio_info(item[1]).channels != channels, item[1])
-        except Exception:  # noqa: BLE001 - an unreadable mixture is tried last, and reported
-            return (True, item[1])
-
-    return min(set(mixtures), key=rank)
-
-
-def _evaluate_oracles(track, group, mixtures, oracles, cache, common) -> list[dict]:
-    """The oracle rows of one reference group: ibm / irm on the mixture with the true stems,
-    and ``mix`` (the mixture as every stem's estimate, the floor)."""
-    from sepops import get_operator
-
-    ref_audio = {s: cache.load(track.stems[s]) for s in group}
-    channels = next(iter(ref_audio.values()))[0].shape[0]
-    track_id, mixture_uri = _choose_mixture(mixtures, channels)
-    out = []
-    for oracle in oracles:
-        base = dict(common, track_id=track_id, label=oracle, operator=oracle, reference_track=track.name,
-                    matching=MATCH_ORACLE, is_oracle=True, estimate_uri=mixture_uri)
-        try:
-            mix, mix_sr = cache.load(mixture_uri)
-            refs, mixed, sr = align(ref_audio, {"mixture": (mix, mix_sr)})
-            mixture = mixed["mixture"]
-            if oracle == "mix":
-                estimates = {s: mixture for s in group}
-            else:
-                # The masks need the true stems shaped like the mixture (mono stems broadcast).
-                operator = get_operator(oracle, stems=list(group))
-                separated = operator.separate(mixture.astype(np.float32), sr,
-                                              references={s: refs[s].astype(np.float32) for s in group})
-                estimates = {s: np.asarray(separated[s], dtype=np.float64)[:, : mixture.shape[1]] for s in group}
-            refs, estimates, sr = align({s: (refs[s], sr) for s in group}, {s: (estimates[s], sr) for s in group})
-            scores = score_stems(refs, estimates, sr)
-            out += [_row(**base, **scores[s], stem=s, reference_stem=s, reference_uri=track.stems[s],
-                         status=STATUS_OK) for s in group]
-        except Exception as exc:  # noqa: BLE001 - one failed oracle is rows, not a failed job
-            out += [_row(**base, stem=s, reference_stem=s, reference_uri=track.stems[s], status=STATUS_ERROR,
-                         error_message=f"oracle {oracle} on {mixture_uri}: {type(exc).__name__}: {exc}")
-                    for s in group]
-    return out
-
-
-def evaluate_reference_track(
-    key: str, estimate_rows: Iterable[dict], references: ReferenceSet, oracles: Sequence[str], evaluation_id: str
-) -> list[dict]:
-    """All evaluation rows of one reference track (or of one unpaired track id).
-
-    Parameters
-    ----------
-    key : str
-        ``ref:<reference track>``, or ``none:<track id>`` for a track with no reference.
-    estimate_rows : iterable of dict
-        The runs' metadata rows paired with it, each with ``run`` (the ``--estimates`` index).
-    references : ReferenceSet
-    oracles : sequence of str
-        Names from :data:`ORACLES`, computed once per reference group the units matched.
-    evaluation_id : str
-
-    Returns
-    -------
-    list of dict
-        Rows of ``EVALUATION_SCHEMA``; failures are error rows naming the file and cause.
-    """
-    common = {"evaluation_id": evaluation_id, "created_at": datetime.now(UTC)}
-    units: dict[tuple, list[dict]] = {}
-    for r in estimate_rows:
-        units.setdefault((r["run"], r["track_id"], r["label"]), []).append(r)
-    kind, _, name = key.partition(":")
-    if kind != "ref":
-        tried = ", ".join("/".join(name.split("/")[:n]) for n in range(name.count("/") + 1, 0, -1))
-        message = f"no reference track for track id {name!r} in {references.uri} (tried {tried})"
-        return [row for unit in units.values() for row in _error_rows(unit, common, message)]
-    track = references.tracks[name]
-    common["reference_track"] = track.name
-    cache = _AudioCache()
-    out: list[dict] = []
-    mixtures_of_group: dict[tuple[str, ...], set[tuple[str, str]]] = {}
-    for unit_key in sorted(units):
-        rows = sorted(units[unit_key], key=lambda r: r["stem"])
-        try:
-            unit_rows, group = _evaluate_unit(track, rows, cache, common)
-        except Exception as exc:  # noqa: BLE001 - a bad unit is error rows, never a crash
-            _LOG.debug("evaluation of %s failed:\n%s", unit_key, traceback.format_exc())
-            files = ", ".join(r["stem_uri"] for r in rows)
-            out += _error_rows(rows, common, f"{type(exc).__name__}: {exc} (estimates {files}; references "
-                                             f"{', '.join(track.stems.values())})")
-            continue
-        out += unit_rows
-        mixtures_of_group.setdefault(group, set()).update((r["track_id"], r["source_uri"]) for r in rows)
-    for group in sorted(mixtures_of_group):
-        out += _evaluate_oracles(track, group, mixtures_of_group[group], oracles, cache, common)
-    return out
 
 
 # --- the Beam job -------------------------------------------------------------------------
@@ -532,7 +194,7 @@ def _metadata_files(estimates: Sequence[str]) -> list[tuple[int, str]]:
         except (FileNotFoundError, NotADirectoryError):
             found = []
         if not found:
-            raise UsageError(f"--estimates {run}: no published metadata ({join_uri(run, METADATA_DIR)}/*.parquet); "
+            raise InputError(f"--estimates {run}: no published metadata ({join_uri(run, METADATA_DIR)}/*.parquet); "
                              "is it the --output of a finished sepflow run?")
         files += [(index, fs.unstrip_protocol(p) if "://" in run else p) for p in found]
     return files
@@ -544,125 +206,6 @@ def _publish(output: str, evaluation_id: str) -> tuple[list[str], list[str]]:
     return publish_shards(
         _staging_dir(output, evaluation_id), join_uri(output, EVALUATION_DIR), f"evaluation-{evaluation_id}",
         old_suffixes=(".parquet", ".json"),
-    )
-
-
-def _earlier_summaries(output: str, keep: str) -> list[str]:
-    fs, path = fsspec.core.url_to_fs(join_uri(output, SUMMARY_DIR))
-    _, keep_path = fsspec.core.url_to_fs(keep)
-    try:
-        return [p for p in fs.ls(path, detail=False) if p.endswith(".json") and p != keep_path]
-    except FileNotFoundError:
-        return []
-
-
-def read_evaluation(output: str) -> pa.Table:
-    """The published evaluation table of ``output`` (``<output>/evaluation/*.parquet``)."""
-    return read_table_folder(join_uri(output, EVALUATION_DIR), EVALUATION_SCHEMA)
-
-
-# --- the summary --------------------------------------------------------------------------
-def summarize(table: pa.Table) -> list[dict]:
-    """The summary of an evaluation table.
-
-    Parameters
-    ----------
-    table : pyarrow.Table
-        Rows of ``EVALUATION_SCHEMA`` (at least the columns used here).
-
-    Returns
-    -------
-    list of dict
-        Per (label, operator, stem) of the ok rows: ``tracks``, ``reference_stems`` (reference
-        stem -> tracks matched to it), ``sdr_mean``, ``sdr_median``, ``sdr_frames_median`` (the
-        median over tracks of each track's median over 1 s frames), ``sir_mean``, ``sar_mean``,
-        ``si_sdr_mean`` (dB; non-finite values left out). Blind operators first, then oracles;
-        each by label and stem.
-    """
-    columns = table.select(["label", "operator", "stem", "reference_stem", "is_oracle", "status", "sdr",
-                            "sdr_frames_median", "sir", "sar", "si_sdr"]).to_pydict()
-    groups: dict[tuple, dict[str, list]] = {}
-    for i, status in enumerate(columns["status"]):
-        if status != STATUS_OK:
-            continue
-        key = (bool(columns["is_oracle"][i]), columns["label"][i], columns["operator"][i], columns["stem"][i])
-        values = groups.setdefault(
-            key, {m: [] for m in ("reference_stem", "sdr", "sdr_frames_median", "sir", "sar", "si_sdr")}
-        )
-        for m in values:
-            values[m].append(columns[m][i])
-
-    def stat(values, fn):
-        return metric_stat(values, fn)
-
-    summary = []
-    for (is_oracle, label, operator, stem), v in sorted(groups.items()):
-        # Best-assignment stems (ICA's source_1) may match different references per track.
-        matched = dict(sorted(Counter(v["reference_stem"]).items()))
-        summary.append({
-            "label": label, "operator": operator, "stem": stem, "is_oracle": is_oracle, "tracks": len(v["sdr"]),
-            "reference_stems": matched,
-            "sdr_mean": stat(v["sdr"], np.mean), "sdr_median": stat(v["sdr"], np.median),
-            "sdr_frames_median": stat(v["sdr_frames_median"], np.median),
-            "sir_mean": stat(v["sir"], np.mean), "sar_mean": stat(v["sar"], np.mean),
-            "si_sdr_mean": stat(v["si_sdr"], np.mean),
-        })
-    return summary
-
-
-def metric_stat(values: Iterable[float | None], fn=np.mean) -> float | None:
-    """A statistic over tracks of one metric, as every table of sepflow shows it: missing
-    values (None, NaN) are left out, infinite ones stay in, and a result that is not finite
-    is None, shown as "-" (:func:`format_db`).
-
-    The ``mix`` oracle's SAR is the case: the mixture as its own estimate has no artifacts,
-    so its SAR is unbounded, +inf on tracks where the projection leaves nothing and 140-150 dB
-    of rounding noise on others; one infinite track makes the mean "-" rather than the mean of
-    the others. ``sepflow report``'s table follows the same rule (pandas' mean skips NaN and
-    keeps inf).
-    """
-    kept = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=np.float64)
-    if not kept.size:
-        return None
-    result = float(fn(kept))
-    return result if np.isfinite(result) else None
-
-
-def format_db(value: float | None) -> str:
-    """A dB figure of a table: two decimals, or "-" where there is none (or it is not finite)."""
-    return "-" if value is None or not np.isfinite(value) else f"{value:.2f}"
-
-
-_SUMMARY_HEADER = ["label", "operator", "stem", "reference stem", "tracks", "SDR mean", "SDR median",
-                   "SDR 1 s frames (median)", "SIR mean", "SAR mean", "SI-SDR mean"]
-_TEXT_COLUMNS = 4
-
-
-def _summary_cells(row: dict) -> list[str]:
-    db = format_db
-    label = f"{row['label']} (oracle)" if row["is_oracle"] and row["label"] != "mix" else row["label"]
-    if row["label"] == "mix":
-        label = "mix (mixture as estimate)"
-    matched = row["reference_stems"]
-    reference = next(iter(matched)) if len(matched) == 1 else ", ".join(f"{k} ({n})" for k, n in matched.items())
-    return [label, row["operator"], row["stem"], reference, str(row["tracks"]), db(row["sdr_mean"]), db(row["sdr_median"]),
-            db(row["sdr_frames_median"]), db(row["sir_mean"]), db(row["sar_mean"]), db(row["si_sdr_mean"])]
-
-
-def summary_markdown(summary: list[dict]) -> str:
-    """The summary as a Markdown table (dB; SDR/SIR/SAR are BSS Eval v3)."""
-    lines = ["| " + " | ".join(_SUMMARY_HEADER) + " |",
-             "|" + "---|" * _TEXT_COLUMNS + "---:|" * (len(_SUMMARY_HEADER) - _TEXT_COLUMNS)]
-    lines += ["| " + " | ".join(_summary_cells(r)) + " |" for r in summary]
-    return "\n".join(lines)
-
-
-def summary_text(summary: list[dict]) -> str:
-    """The summary as an aligned plain-text table."""
-    rows = [_SUMMARY_HEADER] + [_summary_cells(r) for r in summary]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_SUMMARY_HEADER))]
-    return "\n".join(
-        "  ".join(c.ljust(w) if i < _TEXT_COLUMNS else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows
     )
 
 
@@ -683,14 +226,6 @@ class EvaluationResult:
 
 def _new_evaluation_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-
-
-def _parse_oracles(spec: str | None) -> list[str]:
-    names = [s.strip() for s in (spec or "").split(",") if s.strip()]
-    unknown = [n for n in names if n not in ORACLES]
-    if unknown:
-        raise UsageError(f"--oracles: unknown {', '.join(unknown)} (choose from {', '.join(ORACLES)})")
-    return list(dict.fromkeys(names))
 
 
 def _absolute(uri: str) -> str:
@@ -737,7 +272,7 @@ def evaluate(
         raise UsageError("missing --estimates (the --output of a sepflow run)")
     estimates = [_absolute(e) for e in estimates]
     references = _absolute(references)
-    oracles = _parse_oracles(",".join(oracles))
+    oracles = parse_oracles(",".join(oracles))
     output = _absolute(output or estimates[0])
     reference_set = ReferenceSet.load(references)  # validates before any work
     files = _metadata_files(estimates)
@@ -768,16 +303,11 @@ def evaluate(
     summary = summarize(table)
     errors = [m for m, s in zip(table.column("error_message").to_pylist(), table.column("status").to_pylist())
               if s == STATUS_ERROR]
-    # Beside the table, not in it: evaluation/ holds only Parquet, so it reads as a dataset.
-    summary_uri = join_uri(output, SUMMARY_DIR, f"summary-{evaluation_id}.json")
-    earlier += _earlier_summaries(output, summary_uri)
-    record = {
-        "evaluation_id": evaluation_id, "created_at": datetime.now(UTC).isoformat(), "estimates": list(estimates),
-        "references": references, "oracles": list(oracles), "beam_args": list(beam_args),
-        "rows": table.num_rows, "errors": len(errors), "first_errors": sorted(set(errors))[:20],
-        "summary": summary,
-    }
-    write_bytes_atomic(summary_uri, json.dumps(record, indent=1, ensure_ascii=False).encode("utf-8"))
+    summary_uri = write_summary_record(output, summary_record(
+        evaluation_id, estimates=estimates, references=references, oracles=oracles, beam_args=beam_args,
+        rows=table.num_rows, errors=errors, summary=summary,
+    ))
+    earlier += earlier_summaries(output, summary_uri)
     # The new table and summary are in place: only now do the earlier evaluation's files go.
     fs, _ = fsspec.core.url_to_fs(output)
     for path in earlier:
@@ -879,7 +409,7 @@ def main(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     try:
         result = evaluate(
-            args.estimates, args.references, oracles=_parse_oracles(args.oracles), output=args.output,
+            args.estimates, args.references, oracles=parse_oracles(args.oracles), output=args.output,
             beam_args=beam_args, shards=args.shards, progress=args.progress,
         )
     except UsageError as exc:

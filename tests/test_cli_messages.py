@@ -20,7 +20,7 @@ import soundfile as sf
 
 from pipelines.cli import EXIT_USAGE, main
 from pipelines.driver import ProgressLine, describe_runner, pipeline_options
-from pipelines.evaluate import (
+from pipelines.evaluation_summary import (
     format_db,
     metric_stat,
     summarize,
