@@ -4,7 +4,7 @@ The page needs no server and no network: its CSS and its one small script are in
 images are base64 PNGs, and its audio players either link to the stem files by relative
 paths (local runs) or carry short FLAC excerpts inline (remote runs, or ``--audio inline``).
 
-What it shows, each section read from the run's own tables (``pipelines.metadata``), after a
+What it shows, each section read from the run's own tables (:mod:`pipelines.tables`), after a
 table of contents that links to every section, track and operator:
 
 - the job summary, from the run record ``<output>/_sepflow/runs/<run_id>.json`` of the run
@@ -19,8 +19,9 @@ table of contents that links to every section, track and operator:
 
 Paths are shown normalised (``a/b/../c`` as ``a/c``). The work is split over
 :mod:`pipelines.report_data` (reading), :mod:`pipelines.report_figures` (matplotlib),
-:mod:`pipelines.report_html` (the page's shell) and :mod:`pipelines.report_sections`.
-Apache Beam is not imported: the report reads Parquet with pyarrow through fsspec.
+:mod:`pipelines.report_html` (the page's shell) and :mod:`pipelines.report_sections`; the
+command's flags are :mod:`pipelines.cli_report`'s. Apache Beam is not imported: the report
+reads Parquet with pyarrow through fsspec.
 
 Example::
 
@@ -28,10 +29,6 @@ Example::
     sepflow report --run s3://catalog/stems --evaluation s3://catalog/stems/evaluation -o r.html
 """
 from __future__ import annotations
-
-import argparse
-import sys
-import time
 
 import fsspec
 
@@ -44,7 +41,6 @@ from .report_data import (
     default_evaluation_uri,
     read_evaluation,
     read_excerpt,
-    read_parquet_folder,
     read_run,
 )
 from .report_figures import (
@@ -82,17 +78,14 @@ __all__ = [
     "AudioOptions",
     "ReportError",
     "RunData",
-    "add_arguments",
     "build_report",
     "choose_tracks",
     "default_evaluation_uri",
     "errors_section",
     "evaluation_section",
-    "main",
     "masks_of",
     "read_evaluation",
     "read_excerpt",
-    "read_parquet_folder",
     "read_run",
     "sdr_box_plot",
     "sdr_table",
@@ -102,86 +95,6 @@ __all__ = [
     "tracks_section",
     "write_report",
 ]
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-
-DESCRIPTION = """\
-Write one self-contained HTML page about a run: no server and no network needed to view it.
-
-It shows a table of contents, the job's summary (tracks ok / error / skipped, audio hours,
-wall time, x real time), the error rows, the evaluation when there is one (per operator and
-stem the SDR/SIR/SAR/SI-SDR table and a box plot of SDR across tracks), and for a few tracks,
-each in a collapsible section, per operator under a heading with its name: spectrograms of
-the mixture and its stems on a log frequency axis (Hz), the stems' masks and activity
-segments, with audio players.
-
-examples (paths relative to the checkout):
-  sepflow report --run out/ -o out/report.html
-  sepflow evaluate --estimates out/ --references ../shared/data/manifest.json --oracles ibm,irm,mix
-  sepflow report --run out/ -o out/report.html --tracks 5        # now with the SDR section
-  sepflow report --run s3://bucket/stems -o report.html --track Artist/Album/01_Intro
-"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``sepflow report`` flags to ``parser``."""
-    parser.description = DESCRIPTION
-    parser.add_argument("--run", metavar="URI", help="the output folder of a sepflow run (local path or fsspec URL)")
-    parser.add_argument(
-        "--evaluation",
-        metavar="URI",
-        help="the table written by sepflow evaluate (default: <run>/evaluation if it exists)",
-    )
-    parser.add_argument("-o", "--out", dest="out", metavar="FILE", help="the HTML file to write, e.g. report.html")
-    parser.add_argument("--tracks", type=int, default=3, metavar="N",
-                        help="how many tracks to draw, chosen deterministically (default 3)")
-    parser.add_argument("--track", action="append", default=[], metavar="ID",
-                        help="draw this track (repeatable; replaces the --tracks sample)")
-    parser.add_argument(
-        "--audio",
-        choices=("auto", "link", "inline"),
-        default="auto",
-        help="players link to the stem files (local runs) or carry inline FLAC excerpts; "
-        "auto links when run and report are local (default auto)",
-    )
-    parser.add_argument("--excerpt-s", type=float, default=10.0, metavar="S",
-                        help="seconds of audio in each inline player (default 10)")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run ``sepflow report``; return 0, or 2 with one line on stderr for a usage error."""
-    try:
-        _check_arguments(args)
-        started = time.perf_counter()
-        run = read_run(args.run)
-        evaluation_uri = args.evaluation or default_evaluation_uri(args.run)
-        evaluation = read_evaluation(evaluation_uri) if evaluation_uri else None
-        html_page = build_report(
-            run,
-            evaluation,
-            evaluation_uri=evaluation_uri,
-            sample_size=args.tracks,
-            track_ids=args.track,
-            audio=AudioOptions(args.audio, args.excerpt_s, args.out),
-        )
-        write_report(args.out, html_page)
-    except ReportError as exc:
-        print(f"sepflow report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"sepflow report: wrote {display_uri(args.out)} ({len(html_page) / 1e6:.1f} MB, "
-          f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
-    return EXIT_OK
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    missing = [flag for flag, value in (("--run", args.run), ("--out", args.out)) if not value]
-    if missing:
-        raise ReportError(f"missing {', '.join(missing)}; see sepflow report --help")
-    if args.tracks < 0:
-        raise ReportError(f"--tracks must be 0 or more, not {args.tracks}")
-    if not args.excerpt_s > 0:
-        raise ReportError(f"--excerpt-s must be positive, not {args.excerpt_s}")
 
 
 def write_report(uri: str, text: str) -> None:
@@ -210,7 +123,7 @@ def build_report(
     ----------
     run : RunData
         From :func:`read_run`.
-    evaluation : pandas.DataFrame, optional
+    evaluation : pyarrow.Table, optional
         From :func:`read_evaluation`; ``None`` when the run was not evaluated.
     evaluation_uri : str, optional
         Where the evaluation was read (shown on the page).

@@ -15,10 +15,11 @@ import pyarrow.compute as pc
 
 from .errors import ReportError
 from .io import join_uri
-from .tables import parquet_dataset
+from .tables import EVALUATION_DIR, FEATURES_DIR, METADATA_DIR, STATUS_OK, STEM_METADATA_SCHEMA, parquet_dataset
 
+#: The columns of the evaluation table (``tables.EVALUATION_SCHEMA``) the report needs.
 EVALUATION_COLUMNS = ("track_id", "label", "stem", "is_oracle", "sdr", "sir", "sar", "si_sdr", "status")
-#: The metadata columns the report reads.
+#: The columns of the metadata table (``tables.STEM_METADATA_SCHEMA``) the report reads.
 METADATA_COLUMNS = (
     "track_id", "source_uri", "operator", "label", "stem", "stem_uri", "status", "error_type", "error_message",
     "duration_s",
@@ -67,16 +68,9 @@ class RunData:
         return {(r["track_id"], r["label"], r["stem"]): r["activity_segments"] or [] for r in table.to_pylist()}
 
 
-def read_parquet_folder(uri: str, columns: list[str] | None = None) -> pa.Table | None:
-    """The Parquet files of folder ``uri`` as one table (only ``columns``, when given), or
-    ``None`` when the folder does not exist or holds none."""
-    dataset = parquet_dataset(uri)
-    return None if dataset is None else dataset.to_table(columns=columns)
-
-
-def _published_run_id(output: str) -> str | None:
-    """The run id in the names of the published metadata files (the newest, should there be several)."""
-    dataset = parquet_dataset(join_uri(output, "metadata"))
+def _published_run_id(dataset) -> str | None:
+    """The run id in the names of the published metadata files (``dataset``, or None when
+    there are none; the newest id, should there be several)."""
     if dataset is None:
         return None
     ids = [m["run_id"] for p in dataset.files if (m := _PUBLISHED_NAME.match(p.rsplit("/", 1)[-1]))]
@@ -108,16 +102,16 @@ def read_run(output: str) -> RunData:
     fs, path = fsspec.core.url_to_fs(output)
     if not fs.isdir(path):
         raise ReportError(f"--run {output} does not exist (or is not a folder)")
-    if not fs.isdir(join_uri(path, "metadata")) and not fs.isdir(join_uri(path, "_sepflow", "runs")):
+    if not fs.isdir(join_uri(path, METADATA_DIR)) and not fs.isdir(join_uri(path, "_sepflow", "runs")):
         raise ReportError(f"--run {output} is not a sepflow output: it has no metadata/ or _sepflow/runs/")
-    from .tables import STEM_METADATA_SCHEMA
-
-    metadata = read_parquet_folder(join_uri(output, "metadata"), list(METADATA_COLUMNS))
-    run = RunData(output, _run_record(output, _published_run_id(output)), metadata)
-    if metadata is None:
-        run.metadata = pa.table({c: pa.array([], STEM_METADATA_SCHEMA.field(c).type) for c in METADATA_COLUMNS})
-        run.notes.append("no metadata table is published in this output")
-    features_uri = join_uri(output, "features")
+    dataset = parquet_dataset(join_uri(output, METADATA_DIR))
+    record = _run_record(output, _published_run_id(dataset))
+    if dataset is None:
+        empty = STEM_METADATA_SCHEMA.empty_table().select(list(METADATA_COLUMNS))
+        run = RunData(output, record, empty, notes=["no metadata table is published in this output"])
+    else:
+        run = RunData(output, record, dataset.to_table(columns=list(METADATA_COLUMNS)))
+    features_uri = join_uri(output, FEATURES_DIR)
     if parquet_dataset(features_uri) is not None:
         run.features_uri = features_uri
     return run
@@ -125,26 +119,27 @@ def read_run(output: str) -> RunData:
 
 def default_evaluation_uri(output: str) -> str | None:
     """``<output>/evaluation`` when that folder exists, else ``None``."""
-    uri = join_uri(output.rstrip("/"), "evaluation")
+    uri = join_uri(output.rstrip("/"), EVALUATION_DIR)
     fs, path = fsspec.core.url_to_fs(uri)
     return uri if fs.isdir(path) else None
 
 
-def read_evaluation(uri: str):
-    """The evaluation table at ``uri`` as a pandas DataFrame.
+def read_evaluation(uri: str) -> pa.Table:
+    """The evaluation table in folder ``uri``.
 
     Raises
     ------
     ReportError
         When there is no Parquet table there, or it lacks the evaluation's columns.
     """
-    table = read_parquet_folder(uri)
-    if table is None:
+    dataset = parquet_dataset(uri)
+    if dataset is None:
         raise ReportError(f"--evaluation {uri} holds no Parquet table (write one with sepflow evaluate)")
+    table = dataset.to_table()
     missing = [c for c in EVALUATION_COLUMNS if c not in table.column_names]
     if missing:
         raise ReportError(f"--evaluation {uri} is not an evaluation table: it lacks {', '.join(missing)}")
-    return table.to_pandas()
+    return table
 
 
 def choose_tracks(table: pa.Table, sample_size: int, requested=()) -> list[str]:
@@ -157,7 +152,7 @@ def choose_tracks(table: pa.Table, sample_size: int, requested=()) -> list[str]:
         if unknown:
             raise ReportError(f"--track {unknown[0]} is not in the run's metadata")
         return list(dict.fromkeys(requested))
-    ok = table.filter(pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["stem_uri"])))
+    ok = table.filter(pc.and_(pc.equal(table["status"], STATUS_OK), pc.is_valid(table["stem_uri"])))
     ids = pc.unique(ok["track_id"]).to_pylist()
     return sorted(ids, key=lambda t: hashlib.sha1(t.encode("utf-8")).hexdigest())[:sample_size]
 

@@ -203,13 +203,27 @@ def track_figure(mixture, mixture_sr, stems, stems_sr, activity) -> bytes:
         return _png(draw_track(mixture, mixture_sr, stems, stems_sr, activity))
 
 
+def _sdr_groups(evaluation) -> list[tuple[tuple, np.ndarray]]:
+    """The finite SDRs of the ok rows by (is_oracle, label, stem), in row order, the groups
+    sorted (``evaluation``: a pyarrow Table or a pandas DataFrame of evaluation rows)."""
+    names = ("status", "sdr", "is_oracle", "label", "stem")
+    if hasattr(evaluation, "to_pydict"):  # a pyarrow Table
+        columns = evaluation.select(list(names)).to_pydict()
+    else:  # a pandas DataFrame
+        columns = {n: evaluation[n].tolist() for n in names}
+    groups: dict[tuple, list[float]] = {}
+    for status, sdr, *key in zip(*(columns[n] for n in names)):
+        if status == "ok" and sdr is not None and np.isfinite(sdr) and None not in key:
+            groups.setdefault(tuple(key), []).append(sdr)
+    return [(key, np.asarray(values, dtype=float)) for key, values in sorted(groups.items(), key=lambda kv: kv[0])]
+
+
 def draw_sdr_box_plot(evaluation):
     """The figure of :func:`sdr_box_plot`, a matplotlib Figure."""
-    ok = evaluation[(evaluation["status"] == "ok") & np.isfinite(evaluation["sdr"].astype(float))]
-    groups = sorted(ok.groupby(["is_oracle", "label", "stem"]), key=lambda g: g[0])
+    groups = _sdr_groups(evaluation)
     fig = new_figure(3.8)
     ax = fig.add_subplot()
-    values = [g["sdr"].to_numpy(float) for _, g in groups]
+    values = [v for _, v in groups]
     names = [f"{label}/{stem}" + (" (oracle)" if oracle else "") for (oracle, label, stem), _ in groups]
     boxes = ax.boxplot(values, patch_artist=True, showmeans=True, widths=0.5 if len(groups) > 3 else 0.3)
     for patch, ((oracle, _, _), _) in zip(boxes["boxes"], groups):

@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass
 
 import fsspec
@@ -13,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .evaluation_summary import format_db, metric_stat
 from .report_data import RunData, read_excerpt
 from .report_figures import DB_RANGE, sdr_box_plot, track_figure
 from .report_html import (
@@ -24,6 +26,7 @@ from .report_html import (
     table,
     track_anchor,
 )
+from .tables import STATUS_ERROR, STATUS_OK, STATUS_SKIPPED, track_status
 
 #: Error rows listed on the page; the total is always given.
 MAX_ERRORS_LISTED = 200
@@ -34,16 +37,17 @@ METRICS = (("sdr", "SDR"), ("sir", "SIR"), ("sar", "SAR"), ("si_sdr", "SI-SDR"))
 
 # --- summary and errors ------------------------------------------------------------------------
 def _counts_from_metadata(metadata: pa.Table) -> dict:
-    """Track counts when there is no run record: a track with any error row failed."""
+    """Track counts when there is no run record, by the run summary's rule (``track_status``)."""
     statuses: dict[str, set[str]] = {}
     for track_id, status in zip(metadata["track_id"].to_pylist(), metadata["status"].to_pylist()):
         statuses.setdefault(track_id, set()).add(status)
-    ok = metadata.filter(pc.equal(metadata["status"], "ok"))
+    tracks = Counter(track_status(s) for s in statuses.values())
+    ok = metadata.filter(pc.equal(metadata["status"], STATUS_OK))
     durations = dict(zip(ok["track_id"].to_pylist(), ok["duration_s"].to_pylist()))
     return {
-        "tracks_ok": sum(1 for s in statuses.values() if "error" not in s and s != {"skipped"}),
-        "tracks_error": sum(1 for s in statuses.values() if "error" in s),
-        "tracks_skipped": sum(1 for s in statuses.values() if s == {"skipped"}),
+        "tracks_ok": tracks[STATUS_OK],
+        "tracks_error": tracks[STATUS_ERROR],
+        "tracks_skipped": tracks[STATUS_SKIPPED],
         "stems_written": ok.num_rows,
         "audio_s": float(sum(d for d in durations.values() if d is not None)),
     }
@@ -76,7 +80,7 @@ def summary_section(run: RunData) -> str:
 
 def errors_section(metadata: pa.Table) -> str:
     """The metadata's error rows, the first ``MAX_ERRORS_LISTED`` by track and label."""
-    errors = metadata.filter(pc.equal(metadata["status"], "error"))
+    errors = metadata.filter(pc.equal(metadata["status"], STATUS_ERROR))
     title = '<h2 id="errors">Errors</h2>'
     if not errors.num_rows:
         return title + '<p data-errors-total="0">No track failed.</p>'
@@ -92,43 +96,54 @@ def errors_section(metadata: pa.Table) -> str:
 
 
 # --- evaluation ---------------------------------------------------------------------------------
-def sdr_table(evaluation):
-    """Mean and median of each metric per (label, operator, stem, is_oracle) over the ok rows."""
-    ok = evaluation[evaluation["status"] == "ok"]
-    keys = ["label", "stem", "is_oracle"] + (["operator"] if "operator" in ok.columns else [])
-    grouped = ok.groupby(keys, dropna=False)
-    stats = grouped[[m for m, _ in METRICS]].agg(["mean", "median"])
-    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
-    stats["tracks"] = grouped["track_id"].nunique()
-    return stats.reset_index().sort_values(["is_oracle", "label", "stem"])
+def sdr_table(evaluation: pa.Table) -> list[dict]:
+    """Mean and median of each metric (``<metric>_mean``, ``<metric>_median``; None where not
+    finite, :func:`metric_stat`) and the ``tracks`` per (label, operator, stem, is_oracle) of
+    the ok rows; blind operators first, then oracles, each by label and stem."""
+    columns = evaluation.to_pydict()
+    operators = columns.get("operator", [None] * evaluation.num_rows)  # tables of old evaluations lack it
+    groups: dict[tuple, list[int]] = {}
+    for i, status in enumerate(columns["status"]):
+        if status == STATUS_OK:
+            key = (columns["is_oracle"][i], columns["label"][i], columns["stem"][i], operators[i])
+            groups.setdefault(key, []).append(i)
+    rows = []
+    for (is_oracle, label, stem, op), index in sorted(groups.items(), key=lambda kv: _nulls_last(kv[0])):
+        row = {"label": label, "stem": stem, "is_oracle": is_oracle, "operator": op,
+               "tracks": len({columns["track_id"][i] for i in index} - {None})}
+        for m, _ in METRICS:
+            values = [columns[m][i] for i in index]
+            row[f"{m}_mean"], row[f"{m}_median"] = metric_stat(values, np.mean), metric_stat(values, np.median)
+        rows.append(row)
+    return rows
 
 
-def _fmt_db(value) -> str:
-    return "-" if value is None or not np.isfinite(value) else f"{value:.2f}"
+def _nulls_last(key: tuple) -> tuple:
+    return tuple((v is None, v if v is not None else "") for v in key)
 
 
-def evaluation_section(evaluation, evaluation_uri: str | None) -> str:
+def evaluation_section(evaluation: pa.Table | None, evaluation_uri: str | None) -> str:
     """The SDR table and box plot, or a note saying how to get them."""
     title = '<h2 id="evaluation">Evaluation</h2>'
     if evaluation is None:
         return title + '<p class="note" id="no-evaluation">no evaluation: run sepflow evaluate</p>'
-    failed = int((evaluation["status"] != "ok").sum())
-    if failed == len(evaluation):
+    failed = sum(1 for status in evaluation["status"].to_pylist() if status != STATUS_OK)
+    if failed == evaluation.num_rows:
         return title + f'<p class="error">All {failed} evaluation rows failed; see error_message in the table.</p>'
-    stats = sdr_table(evaluation)
     headers = ["label", "stem", "tracks"] + [f"{name} {s}" for _, name in METRICS for s in ("mean", "median")]
     rows, classes = [], []
-    for r in stats.to_dict("records"):
+    for r in sdr_table(evaluation):
         stem = esc(r["stem"]) + (" <em>(oracle)</em>" if r["is_oracle"] else "")
         rows.append([esc(r["label"]), stem, str(r["tracks"])]
-                    + [_fmt_db(r[f"{m}_{s}"]) for m, _ in METRICS for s in ("mean", "median")])
+                    + [format_db(r[f"{m}_{s}"]) for m, _ in METRICS for s in ("mean", "median")])
         classes.append("oracle" if r["is_oracle"] else "")
     table_html = table(headers, rows, numeric=set(range(2, len(headers))), row_classes=classes)
     note = f" {failed} rows failed to evaluate and are left out." if failed else ""
     caption = "SDR across tracks per operator label and stem (box: quartiles, line: median, triangle: mean)."
+    tracks = len(set(evaluation["track_id"].to_pylist()) - {None})
     return (
         f"{title}<p>From <code>{esc(display_uri(evaluation_uri))}</code>: BSS Eval SDR, SIR, SAR and SI-SDR in dB "
-        f"over {evaluation['track_id'].nunique()} tracks; oracle rows (scored with the true stems) in grey.{note}</p>"
+        f"over {tracks} tracks; oracle rows (scored with the true stems) in grey.{note}</p>"
         + table_html + figure(sdr_box_plot(evaluation), caption, "box plot of SDR per label and stem")
     )
 
@@ -235,9 +250,9 @@ def render_track(run: RunData, track_id: str, audio: AudioOptions, activity: dic
     a heading, the figure and the players (``activity``: from :meth:`RunData.activity_rows`;
     ``None`` when the run has no features table)."""
     rows = run.rows_of(track_id)
-    ok = [r for r in rows if r["status"] == "ok" and r["stem_uri"]]
+    ok = [r for r in rows if r["status"] == STATUS_OK and r["stem_uri"]]
     if not ok:
-        causes = "; ".join(f"{r['label']}: {r['error_type']}" for r in rows if r["status"] == "error")
+        causes = "; ".join(f"{r['label']}: {r['error_type']}" for r in rows if r["status"] == STATUS_ERROR)
         return _collapsible(track_id, f'<p class="note">No stems for this track ({esc(causes or "no ok rows")}).</p>')
     source_uri = ok[0]["source_uri"]
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import EXIT_USAGE, SUBCOMMANDS, _subparser, build_parser, main
+from pipelines.cli import SUBCOMMANDS, build_parser, main, subparser
+from pipelines.errors import EXIT_USAGE
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "loop_mono.flac"
 RUN = ["run", "--operator", "hpss", "-i", str(EXAMPLE), "-o", "out-never-written"]
@@ -136,7 +137,7 @@ def test_a_run_with_the_dashed_no_progress_prints_no_progress_line(tmp_path, cap
 def test_every_subcommand_with_an_output_takes_o(path, dest):
     parser = build_parser([path[0]])
     for name in path:
-        parser = _subparser(parser, name)
+        parser = subparser(parser, name)
     action = parser._option_string_actions["-o"]
     assert action.dest == dest and any(s.startswith("--out") for s in action.option_strings)
 

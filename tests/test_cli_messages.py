@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipelines.cli import EXIT_USAGE, main
+from pipelines.cli import main
 from pipelines.driver import ProgressLine, describe_runner, pipeline_options
+from pipelines.errors import EXIT_USAGE
 from pipelines.evaluation_summary import (
     format_db,
     metric_stat,

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from pipelines.cli import _parameter_docs, main
+from pipelines.cli import main
+from pipelines.cli_operators import parameter_docs
 from sepops import list_operators
 from sepops.registry import operator_class
 
@@ -22,7 +23,7 @@ def test_the_shipped_operators_are_all_checked():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_field_has_its_own_description(name):
     config = operator_class(name).Config
-    docs = _parameter_docs(config)
+    docs = parameter_docs(config)
     fields = [f.name for f in dataclasses.fields(config)]
     assert [f for f in fields if not docs.get(f)] == []
     by_text: dict[str, list[str]] = {}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cli import EXIT_USAGE, main
+from pipelines.cli import main
+from pipelines.errors import EXIT_USAGE
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "loop_mono.flac"
 SHIPPED = ("chorales_satb", "loops_accompaniment_lead")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from pipelines.cli import EXIT_USAGE, build_parser, main
+from pipelines.cli import build_parser, main
+from pipelines.errors import EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "loop_mono.flac"

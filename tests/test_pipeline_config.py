@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 import sepops.registry
-from pipelines.cli import EXIT_USAGE, main
+from pipelines.cli import main
 from pipelines.config import ConfigError, job_config_from_dict, load_job_config
+from pipelines.errors import EXIT_USAGE
 from sepops import list_operators
 
 ROOT = Path(__file__).resolve().parents[1]

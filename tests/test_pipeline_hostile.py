@@ -126,7 +126,8 @@ def test_a_folder_of_fuzzed_files_gives_whole_stems_or_error_rows(tmp_path):
 def test_a_job_refuses_an_output_inside_its_input_unless_asked(tmp_path):
     import pytest
 
-    from pipelines.cli import EXIT_USAGE, main
+    from pipelines.cli import main
+    from pipelines.errors import EXIT_USAGE
 
     inputs = tmp_path / "music"
     inputs.mkdir()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import report
+from pipelines import cli_report, report
 from pipelines.cli import main
 from pipelines.tables import read_metadata
 
@@ -471,7 +471,7 @@ def test_report_takes_o_and_out_and_its_help_names_no_machine_path(capsys):
     import argparse
 
     parser = argparse.ArgumentParser(prog="sepflow report")
-    report.add_arguments(parser)
+    cli_report.add_arguments(parser)
     assert parser.parse_args(["--run", "out/", "-o", "r.html"]).out == "r.html"
     assert parser.parse_args(["--run", "out/", "--out", "r.html"]).out == "r.html"
     with pytest.raises(SystemExit) as done:

@@ -213,9 +213,9 @@ def test_the_published_configs_build_their_networks(config, kind, params, chunk,
 
 
 def test_the_operator_is_listed_with_documented_parameters():
-    from pipelines.cli import _parameter_docs
+    from pipelines.cli_operators import parameter_docs
 
     cls = sepops.registry.operator_class("roformer")
-    docs = _parameter_docs(cls.Config)
+    docs = parameter_docs(cls.Config)
     assert set(docs) == {"checkpoint", "config", "device", "threads", "batch_size", "num_overlap", "chunk_size"}
     assert "roformer" in sepops.list_operators()
