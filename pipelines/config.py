@@ -38,14 +38,15 @@ A job file looks like this (every section but ``operators`` is optional)::
 
 Every mistake (unknown key, wrong type, unknown operator, bad operator parameter, an NMF
 dictionary or U-Net model that does not exist) raises ``ConfigError`` naming the key, before
-any pipeline is built.
+any pipeline is built, and where the bad value came from: the flag that set it, else the file
+(:mod:`pipelines.config_overrides` applies the flags and keeps that record, a ``Provenance``;
+:mod:`pipelines.config_operators` checks each operator entry).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,8 +56,9 @@ import yaml
 from sepops.config import coerce
 from sepops.errors import OperatorConfigError
 from sepops.features import FeatureSettings
-from sepops.registry import operator_class
 
+from .config_operators import OperatorSpec, operator_spec
+from .config_overrides import Override, Provenance, apply_overrides
 from .errors import ConfigError
 
 __all__ = [
@@ -70,9 +72,6 @@ __all__ = [
     "job_config_from_dict",
     "load_job_config",
 ]
-
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
 
 
 @dataclass(frozen=True)
@@ -183,18 +182,6 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
-class OperatorSpec:
-    """One operator of the job with its complete, validated parameters (defaults included)."""
-
-    operator: str
-    label: str
-    params: dict = field(hash=False)
-
-    def params_json(self) -> str:
-        return json.dumps(self.params, sort_keys=True)
-
-
-@dataclass(frozen=True)
 class JobConfig:
     operators: tuple[OperatorSpec, ...]
     audio: AudioSettings = AudioSettings()
@@ -260,20 +247,10 @@ _SECTIONS: dict[str, type] = {
     "audio": AudioSettings, "stft": StftSettings, "job": JobSettings, "features": FeatureSettings,
 }
 _TOP_LEVEL_KEYS = ("operators", *_SECTIONS)
-_OPERATOR_KEYS = ("operator", "label", "params")
 
 
-def _blame(message: str, source: str, items: dict[str, str]) -> str:
-    """Where a bad value came from: the flags whose key the error names (``items``: key ->
-    the flag as typed, ``--set hpss.margin=abc`` or ``--bit-depth 32``), else ``source``
-    (the config file)."""
-    named = [flag for key, flag in items.items()
-             if re.search(rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])", message)]
-    return ", ".join(named) or source
-
-
-def _build_section(cls: type, values: Any, section: str, source: str, origins: dict[str, str] | None = None) -> Any:
-    origins = origins or {}
+def _build_section(cls: type, values: Any, section: str, provenance: Provenance) -> Any:
+    source = provenance.source
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -282,7 +259,7 @@ def _build_section(cls: type, values: Any, section: str, source: str, origins: d
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{origins.get(unknown[0], source)}: "
+            f"{provenance.of(section, unknown[0])}: "
             f"unknown key {', '.join(f'{section}.{k}' for k in unknown)}; "
             f"valid keys in '{section}': {', '.join(fields)}"
         )
@@ -293,90 +270,11 @@ def _build_section(cls: type, values: Any, section: str, source: str, origins: d
             # Same type rules as operator parameters (strings from --set are parsed).
             coerced[key] = coerce(value, hints[key], f"{section}.{key}")
         except OperatorConfigError as exc:
-            raise ConfigError(f"{origins.get(key, source)}: {exc}") from None
+            raise ConfigError(f"{provenance.of(section, key)}: {exc}") from None
     try:
         return cls(**coerced)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{_blame(str(exc), source, origins)}: '{section}': {exc}") from None
-
-
-def _operator_spec(entry: Any, index: int, stft: StftSettings, source: str) -> OperatorSpec:
-    where = f"operators[{index}]"
-    if isinstance(entry, str):
-        entry = {"operator": entry}
-    if isinstance(entry, dict):
-        entry = dict(entry)
-        if "_origin" in entry:  # an operator named by --operator, not in the file
-            source, where = entry.pop("_origin"), "operator"
-        set_items = entry.pop("_set", {})
-    else:
-        set_items = {}
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping with 'operator' and 'params'")
-    unknown = sorted(set(entry) - set(_OPERATOR_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {', '.join(f'{where}.{k}' for k in unknown)}; "
-            f"valid keys: {', '.join(_OPERATOR_KEYS)}"
-        )
-    name = entry.get("operator")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{source}: {where}.operator is missing (the name of a registered operator)")
-    label = entry.get("label") or name
-    if not isinstance(label, str) or not _LABEL_RE.match(label):
-        raise ConfigError(
-            f"{source}: {where}.label {label!r} must be letters, digits, '_', '-' or '.' "
-            "(it becomes a folder name)"
-        )
-    params = entry.get("params") or {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{source}: {where}.params must be a mapping, got {type(params).__name__}")
-    try:
-        cls = operator_class(name)
-    except OperatorConfigError as exc:
-        raise ConfigError(f"{source}: {exc}" if where == "operator" else f"{source}: {where}.operator: {exc}") from None
-    if cls.needs_references:
-        raise ConfigError(
-            f"{source}: {where}.operator {name!r} needs the true stems (an oracle); "
-            "it cannot run on a catalog of mixtures"
-        )
-    config_fields = {f.name for f in dataclasses.fields(cls.Config)}
-    # The job-wide STFT fills in what the operator's own params leave unset, so operators
-    # of one job agree on the STFT and share it.
-    stft_defaults = {k: v for k, v in stft.as_params().items() if k in config_fields and k not in params}
-    try:
-        # make_config also resolves what the parameters name (an NMF dictionary, a U-Net
-        # model), so a missing one stops the job here rather than on every worker.
-        config = cls.make_config(**{**stft_defaults, **params})
-    except OperatorConfigError as exc:
-        blamed = _blame(str(exc), source, set_items)
-        prefix = f"{source}: {where}.params" if blamed == source and where != "operator" else blamed
-        raise ConfigError(f"{prefix}: {exc}") from None
-    return OperatorSpec(operator=name, label=label, params=_config_as_json(config))
-
-
-def _config_as_json(config: Any) -> dict:
-    # A JSON round trip gives plain lists/numbers: the form recorded in the metadata.
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    return json.loads(json.dumps(values, default=lambda v: v.item() if hasattr(v, "item") else list(v)))
-
-
-def _parse_set(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. audio.format=wav or hpss.kernel_size=31")
-    key, raw = item.split("=", 1)
-    path = [p for p in key.strip().split(".")]
-    if len(path) != 2 or not all(path):
-        raise ConfigError(
-            f"--set {item!r}: key must be <section>.<key> (sections: {', '.join(_SECTIONS)}) "
-            "or <operator label>.<param>"
-        )
-    # YAML scalars: "31" -> 31, "true" -> True, "null" -> None, "[a, b]" -> list.
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return path, value
+        raise ConfigError(f"{provenance.blame(str(exc), section)}: '{section}': {exc}") from None
 
 
 def _file_operator_count(raw: dict) -> int:
@@ -384,60 +282,11 @@ def _file_operator_count(raw: dict) -> int:
     return len(entries) if isinstance(entries, list) else 0
 
 
-def _apply_overrides(
-    raw: dict, operators: list[str] | None, overrides: list[str | tuple[str, str]], origins: dict[str, dict[str, str]]
-) -> dict:
-    """The file's mapping with ``--operator`` and ``--set`` applied. What came from a flag is
-    recorded so an error can name the flag: ``origins[section][key]`` for sections, and the
-    keys ``_origin`` / ``_set`` of operator entries (removed by :func:`_operator_spec`)."""
-    raw = json.loads(json.dumps(raw))  # deep copy of plain YAML data
-    entries = raw.get("operators")
-    if entries is None:
-        entries = []
-    if not isinstance(entries, list):
-        raise ConfigError("'operators' must be a list of {operator, label, params} mappings")
-    entries = [{"operator": e} if isinstance(e, str) else e for e in entries]
-
-    if operators:
-        chosen = []
-        for name in operators:
-            matches = [e for e in entries if isinstance(e, dict) and name in (e.get("label"), e.get("operator"))]
-            # An operator not in the file runs with its default parameters (errors about it
-            # name the flag, not the file).
-            chosen.extend(matches or [{"operator": name, "_origin": f"--operator {name}"}])
-        entries = chosen
-    raw["operators"] = entries
-
-    for override in overrides or []:
-        # A ``--set`` item, or (item, the flag it was typed as: ``--format wav``).
-        item, flag = override if isinstance(override, tuple) else (override, f"--set {override.strip()}")
-        (head, key), value = _parse_set(item)
-        if head in _SECTIONS:
-            section = raw.get(head) or {}
-            if not isinstance(section, dict):
-                raise ConfigError(f"'{head}' must be a mapping")
-            section[key] = value
-            raw[head] = section
-            origins.setdefault(head, {})[key] = flag
-            continue
-        targets = [e for e in entries if isinstance(e, dict) and head in (e.get("label") or e.get("operator"),)]
-        if not targets:
-            labels = [e.get("label") or e.get("operator") for e in entries if isinstance(e, dict)]
-            raise ConfigError(
-                f"--set {item!r}: unknown key '{head}'; use a section ({', '.join(_SECTIONS)}) "
-                f"or an operator label of this job ({', '.join(map(str, labels)) or 'none'})"
-            )
-        for e in targets:
-            e["params"] = {**(e.get("params") or {}), key: value}
-            e.setdefault("_set", {})[key] = flag
-    return raw
-
-
 def job_config_from_dict(
     raw: dict | None,
     *,
     operators: list[str] | None = None,
-    overrides: list[str | tuple[str, str]] | None = None,
+    overrides: list[Override] | None = None,
     source: str = "config",
 ) -> JobConfig:
     """Validate a parsed YAML mapping plus CLI overrides into a ``JobConfig``."""
@@ -452,14 +301,12 @@ def job_config_from_dict(
             f"{', '.join(_TOP_LEVEL_KEYS)}"
         )
     config_operators = _file_operator_count(raw)  # before --operator chooses among them
-    origins: dict[str, dict[str, str]] = {}
-    raw = _apply_overrides(raw, operators, overrides or [], origins)
-    sections = {
-        name: _build_section(cls, raw.get(name), name, source, origins.get(name)) for name, cls in _SECTIONS.items()
-    }
+    raw, provenance = apply_overrides(raw, operators, overrides or [], sections=tuple(_SECTIONS), source=source)
+    sections = {name: _build_section(cls, raw.get(name), name, provenance) for name, cls in _SECTIONS.items()}
     if not raw["operators"]:
         raise ConfigError(f"{source}: no operators; add an 'operators' list or pass --operator NAME")
-    specs = tuple(_operator_spec(e, i, sections["stft"], source) for i, e in enumerate(raw["operators"]))
+    stft = sections["stft"].as_params()
+    specs = tuple(operator_spec(e, i, stft, provenance) for i, e in enumerate(raw["operators"]))
     labels = [s.label for s in specs]
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if duplicates:
@@ -473,7 +320,7 @@ def load_job_config(
     path: str | None,
     *,
     operators: list[str] | None = None,
-    overrides: list[str | tuple[str, str]] | None = None,
+    overrides: list[Override] | None = None,
 ) -> JobConfig:
     """Read a YAML job file (any fsspec URI) and apply ``--operator`` / ``--set`` overrides.
 
