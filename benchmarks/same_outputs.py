@@ -10,7 +10,7 @@ Runs the catalog job of a checkout (its own ``pipelines`` and ``sepops``, throug
 * a streamed long track (three minutes, separated in blocks) with hpss and every feature;
 
 and records a digest of everything the job publishes: the SHA-256 of every stem and
-dead-letter file, and every row of ``metadata/``, ``features/`` and ``evaluation/`` with the
+dead-letter file (its traceback only as present or not: it names the code's files), and every row of ``metadata/``, ``features/`` and ``evaluation/`` with the
 columns that name a run or a moment (run ids, timestamps, wall-clock seconds) left out.
 
     python benchmarks/same_outputs.py prepare --work /tmp/same
@@ -37,7 +37,7 @@ import soundfile as sf
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 #: Columns that name a run or a moment, or time the work: they differ on every run.
-VOLATILE = {"run_id", "created_at", "processing_s", "evaluation_id", "sepflow_version"}
+VOLATILE = {"run_id", "created_at", "processing_s", "features_s", "evaluation_id", "sepflow_version"}
 TABLES = ("metadata", "features", "evaluation")
 
 
@@ -124,6 +124,8 @@ def digest(out: Path) -> dict:
                 data = path.read_bytes()
                 if folder == "dead_letter":  # JSON records: drop the volatile keys
                     record = {k: v for k, v in json.loads(data).items() if k not in VOLATILE}
+                    # A traceback names the code's files and lines: only whether there is one counts.
+                    record["traceback"] = bool(record.get("traceback"))
                     data = json.dumps(record, sort_keys=True).replace(str(out), "<OUT>").encode()
                 files[str(path.relative_to(out))] = hashlib.sha256(data).hexdigest()
     tables = {name: _rows(out / name, out) for name in TABLES if (out / name).is_dir()}
