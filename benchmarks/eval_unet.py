@@ -9,7 +9,7 @@ that operator and dictionary exist.
     python -m benchmarks.eval_unet [--model DIR_OR_NAME ...] [--record]
 
 ``--record`` writes the figures into the model's config.json (``validation``), where
-tests/test_unet.py checks that the model still reproduces them.
+tests/sepops/test_unet.py checks that the model still reproduces them.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ TABLES = ("metadata", "features", "evaluation")
 
 def prepare(work: Path) -> None:
     """Writes the inputs both checkouts read: the hostile folder and the long track."""
-    from tests.test_fuzz_audio import EXTREME, SEEDS, wav_header
+    from tests.sepops.test_fuzz_audio import EXTREME, SEEDS, wav_header
 
     hostile = work / "inputs" / "hostile"
     shutil.rmtree(hostile, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Golden outputs of the reference RoFormer code, for tests/test_roformer.py.
+"""Golden outputs of the reference RoFormer code, for tests/sepops/test_roformer.py.
 
 Builds two small random-weight models with the reference implementation
 (ZFTurbo/Music-Source-Separation-Training, ``models/bs_roformer``), writes each checkpoint

@@ -203,7 +203,8 @@ def test_no_import_loop_inside_pipelines():
 
 
 #: The catalog job's per-track work and the tables run and are tested without Beam.
-BEAM_FREE = ["decode", "records", "sink", "tables", "track", "units", "io", "config", "errors"]
+BEAM_FREE = ["decode", "records", "sink", "tables", "track", "units", "io", "config", "errors", "references",
+             "scoring", "evaluation_summary"]
 
 
 def test_the_track_work_never_imports_beam():
