@@ -56,7 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, _beam_args: list[str] = ()) -> int:
     """Run ``sepflow report`` (the handler's signature: it takes no Beam options); return 0,
     or 2 with one line on stderr for a usage error."""
-    from .report import AudioOptions, build_report, default_evaluation_uri, read_evaluation, read_run, write_report
+    from .report import (
+        AudioOptions,
+        build_report,
+        default_evaluation_uri,
+        load_evaluation,
+        read_run,
+        write_report,
+    )
     from .report_html import display_uri
 
     try:
@@ -64,7 +71,7 @@ def main(args: argparse.Namespace, _beam_args: list[str] = ()) -> int:
         started = time.perf_counter()
         run = read_run(args.run)
         evaluation_uri = args.evaluation or default_evaluation_uri(args.run)
-        evaluation = read_evaluation(evaluation_uri) if evaluation_uri else None
+        evaluation = load_evaluation(evaluation_uri) if evaluation_uri else None
         html_page = build_report(
             run,
             evaluation,

@@ -39,7 +39,7 @@ from .report_data import (
     RunData,
     choose_tracks,
     default_evaluation_uri,
-    read_evaluation,
+    load_evaluation,
     read_excerpt,
     read_run,
 )
@@ -83,8 +83,8 @@ __all__ = [
     "default_evaluation_uri",
     "errors_section",
     "evaluation_section",
+    "load_evaluation",
     "masks_of",
-    "read_evaluation",
     "read_excerpt",
     "read_run",
     "sdr_box_plot",
@@ -124,7 +124,7 @@ def build_report(
     run : RunData
         From :func:`read_run`.
     evaluation : pyarrow.Table, optional
-        From :func:`read_evaluation`; ``None`` when the run was not evaluated.
+        From :func:`load_evaluation`; ``None`` when the run was not evaluated.
     evaluation_uri : str, optional
         Where the evaluation was read (shown on the page).
     sample_size : int

@@ -15,7 +15,14 @@ import pyarrow.compute as pc
 
 from .errors import ReportError
 from .io import join_uri
-from .tables import EVALUATION_DIR, FEATURES_DIR, METADATA_DIR, STATUS_OK, STEM_METADATA_SCHEMA, parquet_dataset
+from .tables import (
+    EVALUATION_DIR,
+    FEATURES_DIR,
+    METADATA_DIR,
+    STATUS_OK,
+    STEM_METADATA_SCHEMA,
+    parquet_dataset,
+)
 
 #: The columns of the evaluation table (``tables.EVALUATION_SCHEMA``) the report needs.
 EVALUATION_COLUMNS = ("track_id", "label", "stem", "is_oracle", "sdr", "sir", "sar", "si_sdr", "status")
@@ -124,8 +131,9 @@ def default_evaluation_uri(output: str) -> str | None:
     return uri if fs.isdir(path) else None
 
 
-def read_evaluation(uri: str) -> pa.Table:
-    """The evaluation table in folder ``uri``.
+def load_evaluation(uri: str) -> pa.Table:
+    """The evaluation table a user names with ``--evaluation`` (a folder ``uri``), checked to be one
+    (a run's own is ``tables.read_evaluation``).
 
     Raises
     ------
