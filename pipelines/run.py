@@ -133,7 +133,7 @@ class RunSummary:
 
 
 def summary_of(pipeline_summary: dict, run_id: str, output: str, runner: str, wall_s: float) -> RunSummary:
-    """The run's summary from the one the pipeline wrote (``metadata.write_shard``)."""
+    """The run's summary from the one the pipeline wrote (``run_files.write_shard``)."""
     keys = ("tracks_ok", "tracks_error", "tracks_skipped", "units_ok", "units_error", "units_skipped",
             "stems_written", "audio_s", "errors", "errors_total")
     return RunSummary(run_id=run_id, output=output, runner=runner, wall_s=wall_s,

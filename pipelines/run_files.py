@@ -66,7 +66,7 @@ def merge_summaries(a: dict, b: dict) -> dict:
 
 
 def write_shard(output: str, run_id: str, shard: int, results: list[dict]) -> dict:
-    """Write the rows of ``results`` (unit results of ``pipelines.transforms.SeparateTrackFn``,
+    """Write the rows of ``results`` (unit results of ``pipelines.track.TrackWork``,
     all tracks of one shard) as one Parquet file, atomically, staged under the run; return
     the shard's summary. A unit that a runner ran twice (a retry) counts once, its last result."""
     units = {(r["track_id"], r["label"]): r for r in results}
