@@ -13,10 +13,10 @@ and records a digest of everything the job publishes: the SHA-256 of every stem 
 dead-letter file (its traceback only as present or not: it names the code's files), and every row of ``metadata/``, ``features/`` and ``evaluation/`` with the
 columns that name a run or a moment (run ids, timestamps, wall-clock seconds) left out.
 
-    python benchmarks/same_outputs.py prepare --work /tmp/same
-    python benchmarks/same_outputs.py capture --work /tmp/same --tree /path/to/old --out before.json
-    python benchmarks/same_outputs.py capture --work /tmp/same --tree . --out after.json
-    python benchmarks/same_outputs.py compare before.json after.json
+    python -m benchmarks.same_outputs prepare --work /tmp/same
+    python -m benchmarks.same_outputs capture --work /tmp/same --tree /path/to/old --out before.json
+    python -m benchmarks.same_outputs capture --work /tmp/same --tree . --out after.json
+    python -m benchmarks.same_outputs compare before.json after.json
 """
 from __future__ import annotations
 
