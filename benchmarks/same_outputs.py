@@ -17,6 +17,9 @@ columns that name a run or a moment (run ids, timestamps, wall-clock seconds) le
     python -m benchmarks.same_outputs capture --work /tmp/same --tree /path/to/old --out before.json
     python -m benchmarks.same_outputs capture --work /tmp/same --tree . --out after.json
     python -m benchmarks.same_outputs compare before.json after.json
+
+Both captures must read the same prepared folder: the prepared files are not reproducible byte
+for byte (Ogg streams get random serial numbers, float WAVs a PEAK chunk with a timestamp).
 """
 from __future__ import annotations
 
