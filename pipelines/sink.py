@@ -7,7 +7,7 @@ unit's ok rows and commits them (:func:`pipelines.units.commit`)::
 
     with StemSink(unit, job, output, stem_names, sr, channels, tags=tags) as sink:
         for stems in blocks:
-            sink.write(stems)
+            sink.write(stems)      # checked, then added (a checked whole track: sink.add)
     records = sink.commit(run_id=..., version=..., elapsed=...)
 
 Streamed stems are written through :func:`sepops.stream.open_writer` (each file appears whole
@@ -84,15 +84,21 @@ class StemSink:
     def __exit__(self, *exc) -> bool | None:
         return self._writers.__exit__(*exc)  # block writers commit their files, or leave nothing
 
-    def write(self, stems: Any, frames: int | None = None) -> None:
-        """One block of every stem, shape (channels, ``frames``) each (by default the first
-        stem's length): checked, fed to the feature extractor, written and summed."""
+    def write(self, stems: Any) -> None:
+        """One block of the operator's output, as it gave it: checked (every stem, shaped
+        (channels, samples) like the first), then :meth:`add`-ed."""
         if self.guard is not None:
             self.guard.check()
-        n = frames if frames is not None else next(iter(stems.values())).shape[1]
+        n = next(iter(stems.values())).shape[1]
         stems = checked_stems(stems, (self.channels, n), self.tags)
         if set(stems) != set(self.uris):
             raise UnitFailed("invalid_output", f"stems {sorted(stems)}, expected {sorted(self.uris)}", tags=self.tags)
+        self.add(stems)
+
+    def add(self, stems: dict[str, np.ndarray]) -> None:
+        """One block of every stem, already :func:`checked_stems`: fed to the feature
+        extractor, written and summed."""
+        n = next(iter(stems.values())).shape[1]
         if self.extractor is not None:
             self.extractor.add(stems)
         for name, block in stems.items():

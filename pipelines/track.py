@@ -110,7 +110,7 @@ def separate_unit(
         stems = checked_stems(stems, audio.shape, tags)
         sink = StemSink(unit, job, output, list(stems), sr, audio.shape[0], tags=tags, guard=guard, whole=True)
         with sink:
-            sink.write(stems, frames=audio.shape[1])
+            sink.add(stems)  # checked against the mixture's shape above
     except UnitFailed as failure:
         return fail_unit(unit, output, failure, run_id=run_id, version=version, guard=guard)
     return sink.commit(run_id=run_id, version=version, elapsed=time.perf_counter() - started,
