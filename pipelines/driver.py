@@ -5,7 +5,7 @@ share one life cycle::
 
     job_id = new_job_id()
     options = pipeline_options(beam_args, n_inputs); runner = make_runner(options)
-    result = run_pipeline(pipeline, progress=ProgressLine(output, job_id, ...))
+    result = run_pipeline(pipeline, progress=ProgressLine(output, job_id, stream))
     published, earlier = tables.publish_shards(staged, target, ...)   # new files in place
     remove_files(output, earlier); remove_job_dir(output, job_id)      # only then the old go
 
@@ -262,14 +262,16 @@ def write_progress(output: str, run_id: str, writer: str, counts: dict[str, int]
 
 
 class ProgressLine:
-    """Sums the progress files the workers write (``metadata.write_progress``, one per DoFn
+    """Sums the progress files the workers write (:func:`write_progress`, one per DoFn
     instance) and prints one status line. Watching storage works the same for every runner
-    and scheme, and the listing is of the workers, never of the catalog."""
+    and scheme, and the listing is of the workers, never of the catalog. It looks every
+    ``interval_s``: by default 1 s on a local output, 5 s on an object store (each look is a
+    listing there)."""
 
-    def __init__(self, output: str, run_id: str, stream: TextIO, interval_s: float):
+    def __init__(self, output: str, run_id: str, stream: TextIO, interval_s: float | None = None):
         self.progress_dir = join_uri(job_dir(output, run_id), "progress")
         self.stream = stream
-        self.interval_s = interval_s
+        self.interval_s = interval_s if interval_s is not None else (1.0 if "://" not in output else 5.0)
         self.started = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sepflow-progress", daemon=True)

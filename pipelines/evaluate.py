@@ -150,9 +150,7 @@ class EvaluateFn(beam.DoFn):
         out = evaluate_reference_track(key, list(rows), self.references, self.oracles, self.evaluation_id)
         # Written after every reference track (each takes seconds), not at most once a second:
         # the line then counts all of a track's units at once.
-        for status in unit_statuses(out):
-            self.progress.counts[status] += 1
-        self.progress.flush()
+        self.progress.count_all(unit_statuses(out))
         yield from out
 
 
@@ -267,8 +265,7 @@ def _run(plan: _Plan, evaluation_id: str, beam_args: Sequence[str], shards: int,
               plan.output)
     pipeline = build_pipeline(plan.files, plan.references, plan.oracles, plan.output, evaluation_id, shards,
                               options, runner)
-    interval_s = 1.0 if "://" not in plan.output else 5.0
-    run_pipeline(pipeline, ProgressLine(plan.output, evaluation_id, stream, interval_s) if progress else None)
+    run_pipeline(pipeline, ProgressLine(plan.output, evaluation_id, stream) if progress else None)
 
 
 def _publish(output: str, evaluation_id: str) -> tuple[list[str], list[str]]:

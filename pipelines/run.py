@@ -191,7 +191,7 @@ def run_job(
     overwrite = job.job.overwrite if overwrite is None else overwrite
     pipeline = build_pipeline(job, patterns, output, run_id, options, runner=runner, overwrite=overwrite)
     show_progress = progress and runner_name(options) != "dataflowrunner"
-    watcher = ProgressLine(output, run_id, stream, 1.0 if "://" not in output else 5.0) if show_progress else None
+    watcher = ProgressLine(output, run_id, stream) if show_progress else None
     counters = beam_counters(run_pipeline(pipeline, watcher))
 
     written = read_summary(output, run_id)

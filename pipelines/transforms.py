@@ -74,6 +74,13 @@ class WorkerProgress:
         if time.monotonic() - self._written_at >= self.interval_s:
             self.flush()
 
+    def count_all(self, statuses) -> None:
+        """Count several units and write the counts now (a job whose elements each finish
+        several units at once: the line then moves by all of them together)."""
+        for status in statuses:
+            self.counts[status] += 1
+        self.flush()
+
     def flush(self) -> None:
         self._written_at = time.monotonic()
         try:
