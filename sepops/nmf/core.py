@@ -141,13 +141,16 @@ def init_factors(V: np.ndarray, n_components: int, seed: int = 0):
     W : np.ndarray, shape (bins, n_components), columns summing to 1
     H : np.ndarray, shape (n_components, frames)
     """
-    rng = np.random.default_rng(seed)
+    # One stream per factor, drawn bin by bin and frame by frame: the values at a bin or a
+    # frame depend on the seed and its position only, not on how many bins or frames there
+    # are (a copy of a track one frame longer starts from the same factors).
+    w_rng, h_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     F, T = V.shape
-    W = rng.uniform(0.5, 1.5, (F, n_components)).astype(V.dtype)
+    W = w_rng.uniform(0.5, 1.5, (F, n_components)).astype(V.dtype)
     W /= W.sum(axis=0)
     # Each column of W sums to 1, so W @ H sums to H's column sums; match V's.
     scale = max(float(V.mean()) * F / n_components, 1e-12)
-    H = (rng.uniform(0.5, 1.5, (n_components, T)) * scale).astype(V.dtype)
+    H = (h_rng.uniform(0.5, 1.5, (T, n_components)).T * scale).astype(V.dtype)
     return W, H
 
 

@@ -16,10 +16,16 @@ import numpy as np
 
 from ..dsp import beat_spectrum
 
-__all__ = ["ACTIVE_SHARE", "component_energy", "group_components", "loop_period", "repetition_scores", "spectral_centroid", "spectral_flatness"]
+__all__ = ["ACTIVE_SHARE", "component_energy", "fractional_loop_period", "group_components", "loop_period", "repetition_scores", "spectral_centroid", "spectral_flatness"]
 
 
-def loop_period(
+def loop_period(V: np.ndarray, sr: int, hop_length: int, **options) -> int | None:
+    """:func:`fractional_loop_period` rounded to whole frames (``None`` likewise)."""
+    period = fractional_loop_period(V, sr, hop_length, **options)
+    return None if period is None else int(np.floor(period + 0.5))
+
+
+def fractional_loop_period(
     V: np.ndarray,
     sr: int,
     hop_length: int,
@@ -27,15 +33,20 @@ def loop_period(
     min_period_s: float = 1.0,
     max_fraction: float = 0.75,
     short_bias: float = 0.3,
-) -> int | None:
-    """Period of the repeating part of a spectrogram, in frames.
+    step: float = 0.1,
+) -> float | None:
+    """Period of the repeating part of a spectrogram, in frames (fractional).
 
     Each candidate lag ``L`` scores the mean of the beat spectrum at its multiples
     ``L, 2L, ...`` (a loop repeats at every multiple of its period, while a bar or a beat
     inside the loop does not correlate at every multiple of itself), times
     ``1 - short_bias * L / frames``, so that twice the period, whose single multiple scores
-    as high as the period's, loses. On 80 training loops this finds the period within two
-    frames about 9 times in 10, against 7 in 10 for the plain maximum of the beat spectrum.
+    as high as the period's, loses. Candidates step by ``step`` frames and the beat spectrum
+    is read between frames by linear interpolation: a period is rarely a whole number of
+    frames, and the k-th multiple of a rounded one lands up to k/2 frames off its peak,
+    which made the detection depend on the sample rate (hop 1024 at 48 kHz: 33 of 40
+    training loops within two frames, against 39 of 40 at 44.1 kHz; with fractional
+    candidates 38 and 40 of 40; ``benchmarks/loop_period.py``).
 
     Parameters
     ----------
@@ -46,11 +57,14 @@ def loop_period(
         Shortest period considered, in seconds.
     max_fraction : float
         Longest period considered, as a fraction of the length.
+    step : float
+        Spacing of the candidate periods, in frames.
 
     Returns
     -------
-    int or None
-        ``None`` when the spectrogram is too short to hold a repetition.
+    float or None
+        The best candidate, a multiple of ``step``; ``None`` when the spectrogram is too
+        short to hold a repetition.
     """
     b = beat_spectrum(np.square(np.asarray(V, dtype=np.float32)))  # REPET's, on power
     T = len(b)
@@ -58,8 +72,15 @@ def loop_period(
     hi = int(T * max_fraction)
     if hi <= lo or not b.any():
         return None
-    scores = [b[L:hi:L].mean() * (1.0 - short_bias * L / T) for L in range(lo, hi)]
-    return lo + int(np.argmax(scores))
+    lags = np.arange(lo, hi, step)
+    total, count = np.zeros_like(lags), np.zeros_like(lags)
+    for k in range(1, -(-hi // lo)):  # every multiple below hi of every candidate
+        multiple = k * lags
+        below = multiple < hi
+        total[below] += np.interp(multiple[below], np.arange(T), b)
+        count[below] += 1
+    scores = total / count * (1.0 - short_bias * lags / T)
+    return float(lags[np.argmax(scores)])
 
 
 def repetition_scores(H: np.ndarray, period: int) -> np.ndarray:
