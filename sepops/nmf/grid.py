@@ -66,6 +66,8 @@ class WorkingGrid:
     """
 
     n_input_bins: int
+    n_working_bins: int
+    n_working_frames: int
     to_working_bins: Interpolation | None
     to_working_frames: Interpolation | None
     to_input_bins: Interpolation | None
@@ -74,10 +76,12 @@ class WorkingGrid:
     @classmethod
     def for_input(
         cls, sr: int, n_fft: int, hop_length: int, n_input_frames: int,
-        *, max_freq: float, bin_hz: float, frame_s: float,
+        *, max_freq: float, bin_hz: float, frame_s: float, n_working_frames: int | None = None,
     ) -> WorkingGrid:
         """The working grid of an STFT of ``n_fft`` / ``hop_length`` at ``sr`` with
-        ``n_input_frames`` frames, over the bins up to ``max_freq`` Hz."""
+        ``n_input_frames`` frames, over the bins up to ``max_freq`` Hz; its frames span the
+        input's, or number ``n_working_frames`` (an analysis of the same audio made on the
+        working grid)."""
         top = min(max_freq, sr / 2)
         f_work = np.arange(int(np.floor(top / bin_hz + 1e-9)) + 1) * bin_hz
         # The input bins up to the last working bin, and one more to interpolate it from.
@@ -86,16 +90,23 @@ class WorkingGrid:
         if n_input_bins > len(f_work) and np.allclose(f_in[: len(f_work)], f_work, rtol=0, atol=1e-6 * bin_hz):
             n_input_bins, f_in = len(f_work), f_in[: len(f_work)]  # the same bins: no extra one
         t_in = np.arange(n_input_frames) * hop_length / sr
-        t_work = np.arange(int(np.floor(t_in[-1] / frame_s + 1e-9)) + 1) * frame_s
+        if n_working_frames is None:
+            n_working_frames = int(np.floor(t_in[-1] / frame_s + 1e-9)) + 1
+        t_work = np.arange(n_working_frames) * frame_s
         same_bins = len(f_work) == len(f_in) and np.allclose(f_work, f_in, rtol=0, atol=1e-6 * bin_hz)
         same_frames = len(t_work) == len(t_in) and np.allclose(t_work, t_in, rtol=0, atol=1e-6 * frame_s)
         return cls(
-            n_input_bins,
+            n_input_bins, len(f_work), len(t_work),
             None if same_bins else Interpolation.between(f_in, f_work),
             None if same_frames else Interpolation.between(t_in, t_work),
             None if same_bins else Interpolation.between(f_work, f_in),
             None if same_frames else Interpolation.between(t_work, t_in),
         )
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the input's grid is the working grid (nothing is interpolated)."""
+        return self.to_working_bins is None and self.to_working_frames is None
 
     @staticmethod
     def _apply(x: np.ndarray, interpolation: Interpolation | None, axis: int) -> np.ndarray:

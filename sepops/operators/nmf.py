@@ -80,6 +80,7 @@ from typing import Literal
 import numpy as np
 from scipy.fft import next_fast_len
 
+from ..audio import resample
 from ..base import MaskingOperator, StftParams
 from ..blocks import WINDOWED_CONTEXT_S, WINDOWED_CROSSFADE_S, BlockContext
 from ..errors import OperatorConfigError
@@ -93,7 +94,7 @@ from ..nmf.grouping import (
 )
 from ..nmf.repetition import repetition_penalties, split_periodic
 from ..registry import register
-from ..spectral import StftConfig
+from ..spectral import StftConfig, stft
 
 __all__ = ["NmfConfig", "NmfOperator"]
 
@@ -300,13 +301,13 @@ class NmfOperator(MaskingOperator):
         # loop period needs repetitions on both sides of the block's edges).
         return BlockContext(round(WINDOWED_CONTEXT_S * sr), cfg.hop_length, round(WINDOWED_CROSSFADE_S * sr))
 
-    def estimate(self, spec: np.ndarray, sr: int) -> dict[str, np.ndarray]:
+    def estimate(self, spec: np.ndarray, sr: int, working_audio: np.ndarray | None = None) -> dict[str, np.ndarray]:
         cfg = self.stft_config_for(sr)
         V = np.abs(spec).mean(axis=0)
         if self.dictionary is not None:
             estimates = self._supervised_estimates(V, sr, cfg)
         else:
-            estimates = self._unsupervised_estimates(V, sr, cfg)
+            estimates = self._unsupervised_estimates(V, sr, cfg, working_audio)
         return {s: estimates[s] for s in self.stem_names}
 
     def _fit_bins(self, V, sr, cfg) -> int:
@@ -317,20 +318,47 @@ class NmfOperator(MaskingOperator):
         freqs = np.arange(F) * sr / cfg.n_fft
         return int(min(F, max(2, np.searchsorted(freqs, self.config.fit_max_freq, side="right"))))
 
-    def _working_grid(self, V, sr, cfg) -> WorkingGrid:
+    def separate(self, audio, sr, *, analysis=None, **inputs):
+        if self._analyses_at_stft_rate(sr):
+            inputs["working_audio"] = resample(np.atleast_2d(np.asarray(audio, np.float32)), sr, self.config.stft_rate)
+        return super().separate(audio, sr, analysis=analysis, **inputs)
+
+    def _analyses_at_stft_rate(self, sr: int) -> bool:
+        """Unsupervised, at a rate whose STFT is not the working grid (48 kHz, 16 kHz ...)
+        while the fitted band lies below ``stft_rate``'s Nyquist frequency (the defaults):
+        the factorisation reads the audio resampled to ``stft_rate``, which is the working
+        grid exactly, rather than interpolating the input's own STFT (whose window is up to
+        1 % longer: enough to move 48 kHz copies' shares by 0.03)."""
+        c = self.config
+        if self.dictionary is not None or not c.stft_rate or sr == c.stft_rate:
+            return False
+        if not c.fit_max_freq or c.fit_max_freq > c.stft_rate / 2:
+            return False
+        n_ref, hop_ref = self._working_stft()
+        cfg = self.stft_config_for(sr)
+        return cfg.n_fft * c.stft_rate != n_ref * sr or cfg.hop_length * c.stft_rate != hop_ref * sr
+
+    def _on_working_grid(self, V, sr, cfg, working_audio=None) -> tuple[WorkingGrid, np.ndarray]:
+        """The working grid of this input and the magnitudes on it: read from
+        ``working_audio`` (the audio at ``stft_rate``) when given, else interpolated from ``V``."""
         c = self.config
         n_ref, hop_ref = self._working_stft()
         rate = c.stft_rate or sr
-        return WorkingGrid.for_input(
+        V_rate = None
+        if working_audio is not None:
+            V_rate = np.abs(stft(working_audio, n_ref, hop_ref, c.window)).mean(axis=0)
+        grid = WorkingGrid.for_input(
             sr, cfg.n_fft, cfg.hop_length, V.shape[1], max_freq=c.fit_max_freq or sr / 2,
             bin_hz=rate / n_ref, frame_s=hop_ref / rate,
+            n_working_frames=None if V_rate is None else V_rate.shape[1],
         )
+        V_work = grid.to_working(V) if V_rate is None else np.ascontiguousarray(V_rate[: grid.n_working_bins])
+        return grid, V_work
 
-    def _unsupervised_estimates(self, V, sr, cfg) -> dict[str, np.ndarray]:
+    def _unsupervised_estimates(self, V, sr, cfg, working_audio=None) -> dict[str, np.ndarray]:
         c = self.config
         names = self.stem_names
-        grid = self._working_grid(V, sr, cfg)
-        V_work = grid.to_working(V)
+        grid, V_work = self._on_working_grid(V, sr, cfg, working_audio)
         res = nmf(
             V_work, c.n_components, beta=self.beta, n_iter=c.n_iter or 100, tol=c.tol, seed=c.seed,
             check_every=50,  # 100 iterations rarely meet tol: fewer (costly, KL) checks

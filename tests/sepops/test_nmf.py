@@ -233,8 +233,10 @@ def test_the_working_grid_is_the_input_grid_where_they_coincide(sr, n_fft, hop):
 
 
 def test_the_working_grid_reads_48k_on_the_bins_and_frames_of_44k():
-    # A tone whose pitch changes each second, analysed at 44.1 and 48 kHz as the operator
-    # does: on the working grid both are the same matrix but for interpolation.
+    # A tone whose pitch changes each second, analysed at 44.1 and 48 kHz with the operator's
+    # STFTs: on the working grid both are the same matrix but for interpolation. (With the
+    # default settings the operator reads 48 kHz input resampled to 22.05 kHz instead; the
+    # interpolation serves a fit band above 11.025 kHz.)
     spectra = {}
     for sr in (44100, 48000):
         t = np.arange(3 * sr) / sr
@@ -242,7 +244,10 @@ def test_the_working_grid_reads_48k_on_the_bins_and_frames_of_44k():
         op = get_operator("nmf")
         cfg = op.stft_config_for(sr)
         V = np.abs(Analysis(audio, sr).stft(cfg)).mean(axis=0)
-        grid = op._working_grid(V, sr, cfg)
+        grid = WorkingGrid.for_input(
+            sr, cfg.n_fft, cfg.hop_length, V.shape[1], max_freq=11025, bin_hz=22050 / 2048, frame_s=512 / 22050
+        )
+        assert grid.is_identity == (sr == 44100)
         spectra[sr] = grid.to_working(V)
         # templates and activations come back on the input's own grid
         assert grid.templates_to_input(np.ones((spectra[sr].shape[0], 3))).shape == (grid.n_input_bins, 3)
