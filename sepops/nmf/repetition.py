@@ -22,6 +22,7 @@ each component shows on the frames that repeat.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 __all__ = ["PhaseMap", "repetition_penalties", "split_periodic"]
 
@@ -46,8 +47,9 @@ class PhaseMap:
 
     Attributes
     ----------
-    weights : np.ndarray, float32, shape (n_phases, n)
-        ``pattern @ weights`` tiles a (components, n_phases) pattern over the frames.
+    weights : scipy.sparse.csr_matrix, float32, shape (n_phases, n)
+        ``pattern @ weights`` tiles a (components, n_phases) pattern over the frames
+        (:meth:`tile`).
     nearest : np.ndarray of int, shape (n,)
         Each frame's nearest phase.
     """
@@ -59,10 +61,21 @@ class PhaseMap:
         left = np.floor(u).astype(int) % self.n_phases
         right_weight = (u - np.floor(u)).astype(np.float32)
         columns = np.arange(len(frames))
-        self.weights = np.zeros((self.n_phases, len(frames)), np.float32)
-        self.weights[left, columns] += 1 - right_weight
-        self.weights[(left + 1) % self.n_phases, columns] += right_weight
+        # Two phases per frame: sparse (the dense matrix would cost as much as the model).
+        self.weights = scipy.sparse.csr_matrix(
+            (np.concatenate([1 - right_weight, right_weight]),
+             (np.concatenate([left, (left + 1) % self.n_phases]), np.concatenate([columns, columns]))),
+            shape=(self.n_phases, len(frames)), dtype=np.float32,
+        )
         self.nearest = np.rint(u).astype(int) % self.n_phases
+
+    def tile(self, pattern: np.ndarray) -> np.ndarray:
+        """(components, n_phases) -> (components, n): the pattern at each frame's phase."""
+        return np.asarray((self.weights.T @ pattern.T).T)
+
+    def fold(self, x: np.ndarray) -> np.ndarray:
+        """(components, n) -> (components, n_phases): the adjoint of :meth:`tile`."""
+        return np.asarray((self.weights @ x.T).T)
 
     def recurring(self) -> np.ndarray:
         """Boolean (n,): frames whose nearest phase occurs at least twice."""
@@ -91,20 +104,20 @@ def _fit(V, W, H, phases: PhaseMap, free_penalty, periodic_penalty, n_iter, eps)
     np.minimum.at(pattern.T, phases.nearest, H.T)
     pattern[~np.isfinite(pattern)] = eps
     np.maximum(pattern, eps, out=pattern)
-    free = np.maximum(H - pattern @ phases.weights, eps).astype(V.dtype)
+    free = np.maximum(H - phases.tile(pattern), eps).astype(V.dtype)
     template_sums = W.sum(axis=0)[:, None]
-    phase_sums = np.maximum(phases.weights.sum(axis=1), 1e-6)[None, :]
+    phase_sums = np.maximum(np.asarray(phases.weights.sum(axis=1)).ravel(), 1e-6)[None, :]
     model = np.empty_like(V)
     for _ in range(n_iter):
-        np.matmul(W, pattern @ phases.weights + free, out=model)
+        np.matmul(W, phases.tile(pattern) + free, out=model)
         np.maximum(model, eps, out=model)
         np.divide(V, model, out=model)
         gradient = W.T @ model  # (K, frames): the KL update's numerator
         free *= gradient / (template_sums + free_penalty)
-        pattern *= (gradient @ phases.weights.T) / ((template_sums + periodic_penalty) * phase_sums)
+        pattern *= phases.fold(gradient) / ((template_sums + periodic_penalty) * phase_sums)
         np.maximum(free, eps, out=free)
         np.maximum(pattern, eps, out=pattern)
-    return pattern @ phases.weights, free
+    return phases.tile(pattern), free
 
 
 def split_periodic(
