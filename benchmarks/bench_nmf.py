@@ -4,7 +4,7 @@
 
 Quality (BSS Eval v3, whole 12 s, mean SDR over the task's stems, 6 pieces each):
 
-- unsupervised, loops accompaniment/lead: ours (KL, 30 components, repetition grouping; its
+- unsupervised, loops accompaniment/lead: ours (KL, 30 components, periodic repetition split; its
   stems ``repeating`` and ``non_repeating`` scored as accompaniment and lead, ``AS_LOOPS``) vs
   sklearn ``NMF(beta_loss="kullback-leibler", solver="mu")`` with 20 components grouped by
   k-means on the log templates (the two clusters named by the better of the two assignments,

@@ -21,8 +21,10 @@ is the operator. Two modes::
 **Unsupervised** (no ``dictionary``): ``n_components`` components are learnt from the
 mixture alone and grouped without ground truth by one of these rules. The factorisation
 runs on one time-frequency grid whatever the input's rate (:mod:`sepops.nmf.grid`: 10.77 Hz
-bins and 23.2 ms frames by default, read from a 93 ms STFT at the input's rate), so that the
-same music at 44.1 and 48 kHz is factorised alike.
+bins and 23.2 ms frames by default, a 2048 / 512 STFT at ``stft_rate``; input at other rates
+than ``stft_rate`` and twice it is resampled to ``stft_rate`` for the factorisation), so that
+the same music at 44.1 and 48 kHz is factorised alike; templates and activations come back
+onto the input's own STFT (a 93 ms window at any rate) for the masks.
 
 ``"repetition"`` (default; stems ``repeating``, ``non_repeating``)
     What repeats at the loop period, and the rest. The loop period ``P`` is the lag that
@@ -40,16 +42,20 @@ same music at 44.1 and 48 kHz is factorised alike.
     components sound). The stems are named for what the rule does, not for a role: on a
     loop with a melody on top the repeating stem is the loop (drums, bass) and the
     non-repeating one the melody. On 40 training loops (44.1 kHz, 12 s, never the
-    validation set; ``benchmarks/nmf_repetition.py``) the periodic split scores 16.5 dB
-    mean SDR as accompaniment / lead against 15.4 dB for whole components, and its shares
-    move by at most 0.02 between a track's FLAC, WAV 48 kHz, Opus, AAC, MP3 and Vorbis
-    copies, where whole components moved by up to 0.18 (a codec's noise, like the seed,
-    lands the factorisation on other components). It costs a second pass of 200 updates
-    (about half the operator's time). On real recordings whose parts do not repeat at one
-    period (a chorale; a song whose drums and bass vary), little is repeating. Audio too
-    short to hold two periods has frames whose phase occurs once: they are split in the
-    proportion each component shows where its phase recurs; audio too short for any
-    period is non-repeating but for the component whose activation changes least.
+    validation set; ``benchmarks/nmf_repetition.py``) the periodic split scores 16.3 dB
+    mean SDR as accompaniment / lead against 15.3 dB for whole components; on 10 of them x
+    2 seeds its shares stay within 0.02 between the FLAC, WAV 48 kHz, Opus, AAC, MP3 and
+    Vorbis copies (largest 0.018; whole components 0.094: codec noise, like the seed, lands
+    the factorisation on other components). On the 6 validation loops: 18.0 against 19.0
+    dB. It costs a second pass of ``split_iter`` updates: 26x real time against 50x for
+    whole components (30 s, 44.1 kHz stereo, one thread). On real recordings whose parts
+    do not repeat at one period (a chorale; a song whose drums and bass vary), little is
+    repeating; where the periodic part is all but empty, the whole-components rule gives the
+    repeating stem the component nearest to repeating, so no stem of a sounding mixture is
+    silent. Audio too short to hold two periods has frames whose phase occurs once: they
+    are split in the proportion each component shows where its phase recurs; audio too
+    short for any period is non-repeating but for the component whose activation changes
+    least.
 ``"percussive"`` (stems ``percussive``, ``harmonic``)
     For any music with drums. Drum templates are broadband and flat, pitched notes are
     harmonic combs: components are split by the spectral flatness of their template
@@ -149,9 +155,9 @@ class NmfConfig(StftParams):
     power : exponent of the soft masks (2, Wiener-like gains, scored 0.5-0.8 dB above 1 in
         every mode on the validation set); "binary" masks ignore it.
     wiener_iterations : EM iterations of the multichannel Wiener post-filter (0: off).
-    n_fft : STFT window and FFT length, samples at ``stft_rate`` (0: automatic, unsupervised
-        2048 at 22.05 kHz, a 93 ms window, and the working grid's bins 10.77 Hz apart;
-        supervised the dictionary's window duration).
+    n_fft : STFT window and FFT length (0: automatic), samples at ``stft_rate``: automatic
+        is 2048 unsupervised (93 ms at 22.05 kHz; the working grid's bins are 10.77 Hz
+        apart), the dictionary's window duration supervised.
     hop_length : STFT hop, samples at ``stft_rate`` (0 with ``n_fft`` 0: automatic, a quarter
         of the window unsupervised, the dictionary's hop duration supervised; 0 with a given
         ``n_fft``: a quarter of it).
