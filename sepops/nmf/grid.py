@@ -4,10 +4,12 @@ A factorisation learnt from random starting factors lands on different component
 matrix changes shape, so the same music at 44.1 and 48 kHz (or through a codec that decodes
 at 48 kHz) would be separated differently. Unsupervised NMF therefore factorises the
 magnitude spectrogram on a fixed grid, bins ``bin_hz`` apart and frames ``frame_s`` apart
-(by default those of a 2048/512 STFT at 22.05 kHz: 10.77 Hz, 23.2 ms), read from the input's
-STFT (a window of the same duration at the input's rate) by linear interpolation, and maps
-templates and activations back to the input's grid for the masks. Where the two grids
-coincide (22.05 and 44.1 kHz with the default settings) nothing is interpolated.
+(by default those of a 2048/512 STFT at 22.05 kHz: 10.77 Hz, 23.2 ms), and maps templates
+and activations back to the input's grid for the masks. Where the two grids coincide (22.05
+and 44.1 kHz with the default settings) nothing is interpolated. Elsewhere the operator
+analyses the audio resampled to 22.05 kHz, which is the grid exactly; :meth:`WorkingGrid.to_working`
+reads the input's own STFT (a window of the same duration at its rate) by linear
+interpolation only when the fitted band reaches above 11.025 kHz.
 """
 from __future__ import annotations
 

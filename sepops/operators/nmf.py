@@ -334,7 +334,7 @@ class NmfOperator(MaskingOperator):
         while the fitted band lies below ``stft_rate``'s Nyquist frequency (the defaults):
         the factorisation reads the audio resampled to ``stft_rate``, which is the working
         grid exactly, rather than interpolating the input's own STFT (whose window is up to
-        1 % longer: enough to move 48 kHz copies' shares by 0.03)."""
+        1 % longer: enough to move 48 kHz copies' shares by up to 0.04 on training loops)."""
         c = self.config
         if self.dictionary is not None or not c.stft_rate or sr == c.stft_rate:
             return False
