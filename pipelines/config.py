@@ -256,13 +256,9 @@ def _build_section(cls: type, values: Any, section: str, provenance: Provenance)
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: '{section}' must be a mapping, got {type(values).__name__}")
     fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{provenance.of(section, unknown[0])}: "
-            f"unknown key {', '.join(f'{section}.{k}' for k in unknown)}; "
-            f"valid keys in '{section}': {', '.join(fields)}"
-        )
+    ConfigError.check_keys(
+        values, fields, prefix=section, origin=lambda key: provenance.of(section, key), valid_in=f"keys in '{section}'"
+    )
     hints = typing.get_type_hints(cls)
     coerced = {}
     for key, value in values.items():
@@ -294,12 +290,7 @@ def job_config_from_dict(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the file must hold a mapping with {', '.join(_TOP_LEVEL_KEYS)}")
-    unknown = sorted(set(raw) - set(_TOP_LEVEL_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {', '.join(map(repr, unknown))}; valid top-level keys: "
-            f"{', '.join(_TOP_LEVEL_KEYS)}"
-        )
+    ConfigError.check_keys(raw, _TOP_LEVEL_KEYS, prefix=None, origin=lambda _: source, valid_in="top-level keys")
     config_operators = _file_operator_count(raw)  # before --operator chooses among them
     raw, provenance = apply_overrides(raw, operators, overrides or [], sections=tuple(_SECTIONS), source=source)
     sections = {name: _build_section(cls, raw.get(name), name, provenance) for name, cls in _SECTIONS.items()}

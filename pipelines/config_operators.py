@@ -40,12 +40,7 @@ def _entry_parts(entry: Any, where: str, source: str) -> tuple[str, str, dict]:
         entry = {"operator": entry}
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: {where} must be a mapping with 'operator' and 'params'")
-    unknown = sorted(set(entry) - set(OPERATOR_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key {', '.join(f'{where}.{k}' for k in unknown)}; "
-            f"valid keys: {', '.join(OPERATOR_KEYS)}"
-        )
+    ConfigError.check_keys(entry, OPERATOR_KEYS, prefix=where, origin=lambda _: source, valid_in="keys")
     name = entry.get("operator")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: {where}.operator is missing (the name of a registered operator)")

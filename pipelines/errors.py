@@ -7,6 +7,8 @@ is an error row and a dead-letter record (:mod:`pipelines.units`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
@@ -32,6 +34,18 @@ class UsageError(ValueError):
 
 class ConfigError(UsageError):
     """A job config (YAML, ``--set``, ``--operator``) that cannot run, naming the key."""
+
+    @classmethod
+    def check_keys(
+        cls, mapping: dict, valid: Sequence[str], *, prefix: str | None, origin: Callable[[str], str], valid_in: str,
+    ) -> None:
+        """Raise one naming every key of ``mapping`` outside ``valid`` (``prefix.key``, or the
+        quoted key without a prefix), where the first came from (``origin(key)``) and the
+        valid keys (``valid <valid_in>: ...``)."""
+        unknown = sorted(set(mapping) - set(valid))
+        if unknown:
+            names = ", ".join(f"{prefix}.{k}" if prefix else repr(k) for k in unknown)
+            raise cls(f"{origin(unknown[0])}: unknown key {names}; valid {valid_in}: {', '.join(valid)}")
 
 
 class InputError(UsageError):
